@@ -58,6 +58,8 @@ class CausalConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         # x: [B, C_in, T] -> [B, C_out, T]
+        if x.shape[-1] == 0:  # nothing new (a stream call that completed no sample upstream)
+            return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         if state is None or self.context == 0:
             return self.conv(F.pad(x, (self.context, 0)))
         tail = state.get(self)
