@@ -45,12 +45,12 @@ SPECIAL_IDS = {token: 151643 + i for i, token in enumerate(QWEN3_OMNI_SPECIAL_TO
 ROLE_IDS = {"user": 872, "system": 8948, "assistant": 77091, "Ċ": 198}
 
 
-def build_checkpoint(folder: Path, config: dict | None = None) -> Path:
+def build_checkpoint(folder: Path, config: dict | None = None, preprocessor: dict | None = None) -> Path:
     """Write a processor-complete checkpoint folder (no weights) and return it."""
     folder.mkdir(parents=True, exist_ok=True)
     write_tokenizer(folder, CORPUS, SPECIAL_IDS, vocab_size=600, fixed_ids=ROLE_IDS)
     write_chat_template(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
+    (folder / "preprocessor_config.json").write_text(json.dumps({**PREPROCESSOR_CONFIG, **(preprocessor or {})}, indent=2))
     (folder / "config.json").write_text(json.dumps(config or tiny_config(), indent=2))
     return folder
 

@@ -96,7 +96,7 @@ class _Walker:
             if j == len(tokens):
                 break
             i = self._media_block(tokens, j, pieces, row)
-        return torch.cat(pieces, dim=1) if pieces else torch.zeros(3, 0)
+        return torch.cat(pieces, dim=1).float() if pieces else torch.zeros(3, 0)
 
     def _media_block(self, tokens: list[int], at: int, pieces: list[torch.Tensor], row: int) -> int:
         """Position one media block starting at `tokens[at]`; return the index after it."""

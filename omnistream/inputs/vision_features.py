@@ -48,34 +48,39 @@ def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def normalize(frames: np.ndarray, settings: PreprocessorSettings) -> np.ndarray:
-    """uint8 [..., H, W, 3] → float32 [..., 3, H, W]: ×rescale_factor, then (x − mean) / std.
+def normalization_table(settings: PreprocessorSettings) -> np.ndarray:
+    """float32 [3, 256]: the normalised value of every 8-bit level per channel.
 
-    Same order and precision as the reference: rescale in float64 then cast to float32, normalise in float32.
+    Same operations and precision as the reference (×rescale_factor in float64, cast to float32, then
+    (x − mean) / std in float32), computed once per level instead of once per pixel.
     """
-    scaled = (frames.astype(np.float64) * settings.rescale_factor).astype(np.float32)
-    mean = np.asarray(settings.image_mean, dtype=np.float32)
-    std = np.asarray(settings.image_std, dtype=np.float32)
-    scaled = (scaled - mean) / std
-    return np.moveaxis(scaled, -1, -3)
+    levels = (np.arange(256, dtype=np.float64) * settings.rescale_factor).astype(np.float32)
+    mean = np.asarray(settings.image_mean, dtype=np.float32)[:, None]
+    std = np.asarray(settings.image_std, dtype=np.float32)[:, None]
+    return (levels[None, :] - mean) / std
 
 
 def patchify(frames: np.ndarray, settings: PreprocessorSettings) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Normalised frames [T, 3, H, W] → (pixel rows [grid_t·grid_h·grid_w, 3·tp·p·p], (grid_t, grid_h, grid_w)).
+    """RGB uint8 frames [T, H, W, 3] → (normalised pixel rows [gt·gh·gw, 3·tp·p·p] float32, (gt, gh, gw)).
 
     T is padded to a multiple of the temporal patch by repeating the last frame (a single image becomes
-    two identical frames, as in the reference).
+    two identical frames, as in the reference). The patch layout is rearranged on uint8 and normalised
+    last, through a per-level table: the big float tensor is written once.
     """
     tp, p, m = settings.temporal_patch_size, settings.patch_size, settings.merge_size
     pad = -frames.shape[0] % tp
     if pad:
         frames = np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)], axis=0)
-    t, c, h, w = frames.shape
+    t, h, w, c = frames.shape
     gt, gh, gw = t // tp, h // p, w // p
-    x = frames.reshape(gt, tp, c, gh // m, m, p, gw // m, m, p)
-    # (gt, tp, c, bh, r, py, bw, cc, px) → (gt, bh, bw, r, cc, c, tp, py, px)
-    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    return np.ascontiguousarray(x.reshape(gt * gh * gw, c * tp * p * p)), (gt, gh, gw)
+    x = frames.reshape(gt, tp, gh // m, m, p, gw // m, m, p, c)
+    # (gt, tp, bh, r, py, bw, cc, px, ch) → (gt, bh, bw, r, cc, ch, tp, py, px)
+    x = np.ascontiguousarray(x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)).reshape(gt * gh * gw, c, tp * p * p)
+    table = normalization_table(settings)
+    rows = np.empty(x.shape, dtype=np.float32)
+    for channel in range(c):
+        rows[:, channel] = table[channel][x[:, channel]]
+    return rows.reshape(gt * gh * gw, c * tp * p * p), (gt, gh, gw)
 
 
 def image_patches(image: np.ndarray, settings: PreprocessorSettings,
@@ -83,8 +88,7 @@ def image_patches(image: np.ndarray, settings: PreprocessorSettings,
     """One RGB uint8 image → pixel rows and grid (1, h/p, w/p); `size` defaults to `smart_resize`'s."""
     height, width = size or smart_resize(image.shape[0], image.shape[1], settings.resize_factor,
                                          settings.min_pixels, settings.max_pixels)
-    resized = resize_rgb(image, height, width)
-    return patchify(normalize(resized[None], settings), settings)
+    return patchify(resize_rgb(image, height, width)[None], settings)
 
 
 def video_target_size(height: int, width: int, settings: PreprocessorSettings, label: str) -> tuple[int, int]:
@@ -94,7 +98,7 @@ def video_target_size(height: int, width: int, settings: PreprocessorSettings, l
 
 def video_patches(frames: np.ndarray, settings: PreprocessorSettings) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Resized RGB uint8 frames [T, H, W, 3] → pixel rows and grid (ceil(T/2), H/p, W/p)."""
-    return patchify(normalize(frames, settings), settings)
+    return patchify(frames, settings)
 
 
 def grid_tokens(grid: tuple[int, int, int], merge_size: int) -> int:
