@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnistream.config import AudioEncoderConfig
-from omnistream.errors import OmniInputError
+from omnistream.errors import ConfigError, OmniInputError
 from omnistream.nn.segment_attention import SegmentLayout, segment_attention, segment_layout
 
 
@@ -142,8 +142,8 @@ class AudioEncoder(nn.Module):
     def __init__(self, cfg: AudioEncoderConfig) -> None:
         super().__init__()
         if cfg.activation_function != "gelu":
-            raise ValueError(f"audio_config.activation_function {cfg.activation_function!r} is not supported "
-                             "(the reference uses 'gelu')")
+            raise ConfigError(f"audio_config.activation_function {cfg.activation_function!r} is not supported "
+                              "(the reference uses 'gelu')", param="thinker_config.audio_config.activation_function")
         self.cfg = cfg
         c = cfg.downsample_hidden_size
         self.conv2d1 = nn.Conv2d(1, c, 3, stride=2, padding=1)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnistream.config import VisionEncoderConfig
-from omnistream.errors import OmniInputError
+from omnistream.errors import ConfigError, OmniInputError
 from omnistream.nn.segment_attention import SegmentLayout, segment_attention, segment_layout
 from omnistream.nn.vision_rope import VISION_ROPE_THETA, apply_vision_rope, vision_inverse_frequencies, \
     vision_rope_tables
@@ -153,7 +153,8 @@ class VisionEncoder(nn.Module):
         rope = cfg.raw.get("rope_parameters") or {}
         self.rope_theta = float(rope.get("rope_theta", cfg.raw.get("rope_theta", VISION_ROPE_THETA)))
         if cfg.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"vision_config.hidden_act {cfg.hidden_act!r} is not supported")
+            raise ConfigError(f"vision_config.hidden_act {cfg.hidden_act!r} is not supported",
+                              param="thinker_config.vision_config.hidden_act")
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
