@@ -208,7 +208,9 @@ def decode_image(blob: MediaBlob, limits: InputLimits) -> np.ndarray:
     except OmniInputError:
         raise
     except Image.DecompressionBombError:
-        raise LimitExceeded(f"{blob.label}: image is a decompression bomb", param="max_image_pixels") from None
+        # Pillow refuses more than 2×Image.MAX_IMAGE_PIXELS on its own, before our check can run
+        raise LimitExceeded(f"{blob.label}: image size is over the limit max_image_pixels (decompression bomb)",
+                            param="max_image_pixels") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError... on bad bytes
         raise MediaError(f"{blob.label}: unreadable or truncated image ({_reason(e)})", param=blob.label) from None
     finally:
