@@ -151,19 +151,21 @@ class _Walker:
         return self._vision(grid, t_index, start)
 
     def _audio_in_video(self, start: torch.Tensor, row: int) -> list[torch.Tensor]:
-        audio = self._audio(start, row)
-        video = self._video(start, row)
-        merged: list[torch.Tensor] = []
-        a = v = 0
-        while v < video.shape[1] and a < audio.shape[1]:
-            if video[0, v] <= audio[0, a]:  # video first on ties (spec §3.2)
-                merged.append(video[:, v:v + 1])
-                v += 1
-            else:
-                merged.append(audio[:, a:a + 1])
-                a += 1
-        merged += [video[:, v:], audio[:, a:]]
-        return [piece for piece in merged if piece.shape[1] > 0]
+        """Video and audio ids from the same start, merged by T with video first on ties (spec §3.2).
+
+        Returns [merged head, tail] where the tail is the run left once one stream ran out: the end
+        markers continue from the tail's max, as in the reference's token-by-token merge.
+        """
+        audio = self._audio(start, row)                                  # [3, Na]
+        video = self._video(start, row)                                  # [3, Nv]
+        both = torch.cat([video, audio], dim=1)
+        order = torch.sort(both[0], stable=True).indices                 # stable: video first on ties
+        merged = both[:, order]
+        is_video = order < video.shape[1]
+        # the trailing run of one kind is what remained after the other stream was exhausted
+        flips = torch.nonzero(is_video != is_video[-1]).flatten()
+        tail_start = int(flips[-1]) + 1 if len(flips) else 0
+        return [piece for piece in (merged[:, :tail_start], merged[:, tail_start:]) if piece.shape[1] > 0]
 
     def _vision(self, grid: tuple[int, ...], t_index: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         gh, gw = grid[1] // self.merge, grid[2] // self.merge

@@ -38,10 +38,6 @@ class MediaBlob:
         except OSError as e:
             raise MediaError(f"{self.label}: cannot open {self.path.name}: {e.strerror}", param=self.label) from None
 
-    @property
-    def size(self) -> int:
-        return len(self.data) if self.data is not None else self.path.stat().st_size  # type: ignore[union-attr]
-
 
 def is_encoded_source(value: object) -> bool:
     """True for the source kinds `resolve_source` handles (as opposed to arrays, PIL images, frame lists)."""

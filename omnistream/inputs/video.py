@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from omnistream.errors import LimitExceeded, MediaError, OmniInputError
+from omnistream.errors import MediaError, OmniInputError
 from omnistream.inputs.limits import InputLimits
 from omnistream.inputs.media import _reason, check_image_size, load_image, open_container
 from omnistream.inputs.sources import MediaBlob
@@ -129,8 +129,3 @@ def frames_from_list(value: Any, label: str, limits: InputLimits) -> list[np.nda
         raise MediaError(f"{label}: all frames must have the same size", param=label)
     return frames
 
-
-def check_frame_budget(n_frames: int, label: str, limits: InputLimits) -> None:
-    if n_frames > limits.max_video_frames:
-        raise LimitExceeded(f"{label}: {n_frames} frames is over max_video_frames={limits.max_video_frames}",
-                            param="max_video_frames")
