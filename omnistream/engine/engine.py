@@ -1,0 +1,257 @@
+"""The engine loop: `step()` = schedule → thinker → talker (+ code predictor) → code2wav → events.
+
+One step, in order (spec §1.1, §5.2):
+1. thinker prefill of newly admitted requests (g0), and for speaking ones the talker prefill right after it
+   (its prompt needs g0) — the talker's first code, the code predictor's frame 0 and the first audio can all
+   come out of this very step;
+2. one batched thinker decode for every request still writing text (g_k);
+3. one batched talker decode for every speaking request: step k consumes g_k from (2) — or tts_eos when g_k
+   was the last text token, tts_pad after that — so the talker trails the thinker by zero tokens and gets
+   exactly one thinker token per codec frame. This is what makes streamed speech equal to the reference,
+   whose talker only starts after the thinker has finished: talker step k needs to know whether g_k is the
+   final token, and that is known the moment g_k is sampled (end-of-text id, stop string, length);
+4. one batched code-predictor fill of every new codebook-0 code → complete frames;
+5. code2wav: each request's new frames are decoded with its own streaming state → AudioChunk events;
+6. finished requests leave (Done), their cache slots were already freed.
+
+The engine is single-threaded; `async_engine.EngineThread` drives it from a background thread.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from omnistream.engine.config import EngineConfig
+from omnistream.engine.defaults import GenerationDefaults
+from omnistream.engine.events import AudioChunk, Done, Event, Failed, TextDelta, Usage
+from omnistream.engine.kv_cache import CacheAccounts
+from omnistream.engine.request import Request, RequestStatus, SamplingParams, TalkerStage, new_request_id
+from omnistream.engine.scheduler import Scheduler, StepPlan
+from omnistream.engine.speech import SpeechStages
+from omnistream.engine.text_stream import TextStream
+from omnistream.engine.thinker_runner import ThinkerRunner
+from omnistream.engine.validation import resolve_request
+from omnistream.errors import OmnistreamError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Live:
+    """Per-request output state kept by the engine (text stream, timings, frames made)."""
+    request: Request
+    text: TextStream
+    first_text: float | None = None
+    first_audio: float | None = None
+    audio_samples: int = 0
+    codes: list[np.ndarray] = field(default_factory=list)    # frames [Q] int64, kept for Done.audio_codes
+
+
+class Engine:
+    """Continuous-batching engine over one OmniModel. Not thread-safe: drive it from one thread."""
+
+    def __init__(self, model: torch.nn.Module, *, text_decoder: Callable[[], object], config: EngineConfig,
+                 defaults: GenerationDefaults, token_ids: object = None,
+                 think_ids: tuple[int | None, int | None] = (None, None)) -> None:
+        self.model, self.config, self.defaults = model, config, defaults
+        self._new_decoder = text_decoder
+        self._think_open, self._think_close = think_ids
+        omni = model.config
+        text_cfg = omni.thinker_config.text_config
+        self.thinker_len = config.thinker_len(text_cfg.max_position_embeddings)
+        speech = model.has_speech
+        talker_len = None
+        if speech:
+            talker_len = config.talker_len(self.thinker_len,
+                                           omni.talker_config.text_config.max_position_embeddings)
+        self.accounts = CacheAccounts(config.max_num_seqs, self.thinker_len, talker_len)
+        self.scheduler = Scheduler(self.accounts, max_prefill_tokens=config.max_prefill_tokens,
+                                   max_waiting=config.max_waiting)
+        capture = omni.talker_config.accept_hidden_layer if speech else None
+        self.thinker = ThinkerRunner(model.thinker, num_slots=config.max_num_seqs, max_len=self.thinker_len,
+                                     eos_token_ids=defaults.eos_token_ids, capture_layer=capture,
+                                     compile=config.compile)
+        self.speech = SpeechStages(model, omni, token_ids, num_slots=config.max_num_seqs, max_len=talker_len,
+                                   config=config) if speech else None
+        self._live: dict[str, _Live] = {}
+        self._events: list[Event] = []
+        self.num_steps = 0
+
+    # ------------------------------------------------------------------------------------------ requests
+    def add_request(self, inputs: object, params: SamplingParams | None = None,
+                    request_id: str | None = None) -> Request:
+        """Validate and queue a request. Raises (RequestError, LimitExceeded, CapacityError) before any compute."""
+        request = resolve_request(self, inputs, params or self.defaults.sampling_params(),
+                                  request_id or new_request_id())
+        self.scheduler.add(request)
+        self._live[request.request_id] = _Live(request, TextStream(
+            self._new_decoder, stop=request.params.stop, think_open_id=self._think_open,
+            think_close_id=self._think_close, start_thinking=self._prompt_opens_thinking(request)))
+        return request
+
+    def abort(self, request_id: str) -> list[Event]:
+        """Cancel a request: its slots are free at once and it takes no further compute. Returns its Done."""
+        request = self.scheduler.abort(request_id)
+        if request is None:
+            return []
+        self._release(request)
+        self._send_done(request)
+        return self._take_events()
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    # ------------------------------------------------------------------------------------------ the step
+    def step(self) -> list[Event]:
+        """Advance every active request by one token / frame; returns the events this produced."""
+        plan = self.scheduler.schedule()
+        if plan.is_empty:
+            return self._take_events()
+        self.num_steps += 1
+        for request in plan.prefill:
+            self._guard([request], self._prefill, request)
+        decode = [r for r in plan.decode if r.status is RequestStatus.RUNNING]
+        if decode:
+            self._guard(decode, self._decode, decode)
+        if self.speech is not None:
+            self._speak(plan)
+        for live in list(self._live.values()):
+            if live.request.is_finished:
+                self._send_done(live.request)
+        return self._take_events()
+
+    def _prefill(self, request: Request) -> None:
+        slot = self.accounts.thinker.slot_of(request.request_id)
+        speaking = request.talker_stage is TalkerStage.PENDING
+        out = self.thinker.prefill(request, slot, capture=speaking)
+        self._on_token(request, out.token)
+        if speaking:
+            if request.thinker_done and out.token in self._end_ids(request):
+                self.scheduler.finish_talker(request)          # nothing to say: the answer is empty
+            else:
+                self.speech.prefill(request, self.accounts.talker.slot_of(request.request_id), out)
+                request.talker_stage = TalkerStage.DECODING
+        self._emit_text_timing(request)
+
+    def _decode(self, requests: list[Request]) -> None:
+        for request, token in zip(requests, self.thinker.decode(requests)):
+            self._on_token(request, token)
+
+    def _speak(self, plan: StepPlan) -> None:
+        speech = self.speech
+        talking = [r for r in plan.talker_decode if r.talker_stage is TalkerStage.DECODING and not r.is_finished]
+        if talking:
+            self._guard(talking, speech.decode, talking)
+        filling = [r for r in self._speaking() if speech.has_pending_code(r.request_id)]
+        if filling:
+            self._guard(filling, self._fill, filling)
+        for request in self._speaking():
+            self._guard([request], self._vocode, request)     # flushes every frame once the talker is done
+        for request in self._speaking():
+            if speech.is_done(request):
+                self.scheduler.finish_talker(request)
+                speech.release(request.request_id)
+
+    def _fill(self, requests: list[Request]) -> None:
+        for request, frame in zip(requests, self.speech.fill_frames(requests)):
+            self._live[request.request_id].codes.append(frame)
+
+    def _vocode(self, request: Request) -> None:
+        samples, first_frame, count = self.speech.vocode(request)
+        if samples is None:
+            return
+        live = self._live[request.request_id]
+        live.audio_samples += samples.shape[0]
+        if live.first_audio is None:
+            live.first_audio = time.perf_counter() - request.arrival_time
+        self._events.append(AudioChunk(request.request_id, samples, self.speech.sample_rate, first_frame, count))
+
+    def _speaking(self) -> list[Request]:
+        return [r for r in self.scheduler.running.values() if r.talker_stage is TalkerStage.DECODING]
+
+    # ------------------------------------------------------------------------------------------ text
+    def _on_token(self, request: Request, token: int) -> None:
+        request.output_ids.append(token)
+        live = self._live[request.request_id]
+        self._emit_pieces(request, live.text.push(token))
+        reason = None
+        if token in self._end_ids(request) or live.text.stopped:
+            reason = "stop"
+        elif len(request.output_ids) >= request.max_new_tokens:
+            reason = "length"
+        if reason is not None:
+            self._emit_pieces(request, live.text.finish())
+            self.scheduler.finish_thinker(request, reason)
+            self.thinker.release(request.request_id)
+
+    def _end_ids(self, request: Request) -> set[int]:
+        return {*self.defaults.eos_token_ids, *request.params.stop_token_ids}
+
+    def _emit_pieces(self, request: Request, pieces: list) -> None:
+        for piece in pieces:
+            self._events.append(TextDelta(request.request_id, piece.text, piece.token_ids, piece.is_thinking))
+        self._emit_text_timing(request)
+
+    def _emit_text_timing(self, request: Request) -> None:
+        live = self._live.get(request.request_id)
+        if live is not None and live.first_text is None and request.output_ids:
+            live.first_text = time.perf_counter() - request.arrival_time
+
+    def _prompt_opens_thinking(self, request: Request) -> bool:
+        """True when the generation prompt already opened a <think> block (Thinking templates, spec §4.5)."""
+        if self._think_open is None:
+            return False
+        ids = request.inputs.input_ids[0].tolist()
+        if self._think_open not in ids:
+            return False
+        last_open = len(ids) - 1 - ids[::-1].index(self._think_open)
+        return self._think_close not in ids[last_open:]
+
+    # ------------------------------------------------------------------------------------------ endings
+    def _guard(self, requests: list[Request], fn: Callable, *args: object) -> None:
+        """Run one stage; an exception fails the requests it was working for, never the others."""
+        try:
+            fn(*args)
+        except Exception as error:  # noqa: BLE001 - becomes the request's Failed event
+            if not isinstance(error, OmnistreamError):
+                logger.exception("engine stage %s failed for %s", getattr(fn, "__name__", fn),
+                                 [r.request_id for r in requests])
+            for request in requests:
+                if not request.is_finished:
+                    self.scheduler.fail(request, error)
+                    self._release(request)
+                    self._events.append(Failed(request.request_id, error))
+                    self._live.pop(request.request_id, None)
+
+    def _send_done(self, request: Request) -> None:
+        live = self._live.get(request.request_id)
+        if live is None:
+            return
+        if request.status is RequestStatus.ABORTED:
+            self._emit_pieces(request, live.text.finish())
+        codes = np.stack(live.codes, axis=1) if live.codes else None
+        usage = Usage(prompt_tokens=request.num_prompt_tokens, completion_tokens=len(request.output_ids),
+                      thinking_tokens=live.text.num_thinking_tokens, audio_frames=len(live.codes),
+                      audio_samples=live.audio_samples)
+        timings = {k: v for k, v in (("first_text", live.first_text), ("first_audio", live.first_audio))
+                   if v is not None}
+        self._events.append(Done(request.request_id, request.finish_reason or "stop", usage,
+                                 text=live.text.answer, thinking=live.text.thinking,
+                                 token_ids=tuple(request.output_ids), audio_codes=codes, timings=timings))
+        self._release(request)
+        del self._live[request.request_id]
+
+    def _release(self, request: Request) -> None:
+        self.thinker.release(request.request_id)
+        if self.speech is not None:
+            self.speech.release(request.request_id)
+
+    def _take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
