@@ -122,7 +122,8 @@ def as_audio(value):
     return value[0] if isinstance(value, tuple) else value
 
 
-def run_both(ours, reference, rope_reference, conversations, use_audio_in_video=False, fps=None, video_audio=()):
+def run_both(ours, reference, rope_reference, conversations, use_audio_in_video=False, fps=None, video_audio=(),
+             audio_sources=None):
     """Run both processors; assert every field equal (features/pixels within 1e-5); return the max differences."""
     mine = ours(conversations, use_audio_in_video=use_audio_in_video)
     texts = [reference.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
@@ -134,8 +135,10 @@ def run_both(ours, reference, rope_reference, conversations, use_audio_in_video=
     if videos:
         kwargs["fps"] = fps
     if use_audio_in_video:
+        # every audio in order of appearance; `audio_sources[i]` is the video it came from (None: standalone)
         audio = list(video_audio)
-        kwargs.update(use_audio_in_video=True, audio_from_video_indices=list(range(len(videos))))
+        sources = audio_sources if audio_sources is not None else list(range(len(videos)))
+        kwargs.update(use_audio_in_video=True, audio_from_video_indices=sources)
     ref = reference(text=texts, images=images or None, videos=videos or None, audio=audio or None,
                     return_tensors="pt", padding=True, **kwargs)
     assert torch.equal(ref["input_ids"], mine.input_ids)
@@ -242,6 +245,17 @@ def test_video_with_audio_in_video(ours, reference, rope_reference, fps, seconds
     ids = mine.input_ids[0].tolist()
     start = ids.index(151652)
     assert ids[start + 1] == 151669 and ids[start + 2] == 151656  # <vs><as> then the first video grid
+
+
+def test_standalone_audio_before_audio_in_video(ours, reference, rope_reference):
+    question, track = noise(0.8, seed=5), tone(2.0, 250.0)
+    conversation = [user({"type": "audio", "audio": (question, 16000)},
+                         {"type": "video", "video": video_frames(4, 64, 64, seed=2), "fps": 2.0,
+                          "audio": (track, 16000)},
+                         text("Answer the spoken question about the clip."))]
+    mine, _ = run_both(ours, reference, rope_reference, [conversation], use_audio_in_video=True, fps=2.0,
+                       video_audio=[question, track], audio_sources=[None, 0])
+    assert mine.audios_per_row == (2,)
 
 
 def test_encoded_video_file_with_audio_track(ours, reference, rope_reference):
