@@ -18,6 +18,11 @@ boundaries (unlike the reference's `chunked_decode`, spec §7.2-7). What a strea
   keys i−71..i, so older frames can never matter again;
 * per causal conv, its last (k−1)·d input samples; per decoder transposed conv, its last input frame.
 
+For the real model that is 8 × 71 × 2 × 1024 K/V values (≈1.16 M) plus ≈134 k conv-tail values, ≈2.6 MB
+per stream in bf16; the K/V buffer is allocated for 2 × 72 frames (≈4.7 MB bf16) so pushes of up to 73
+frames never reallocate. Re-decoding a left context instead would need 71 frames per transformer layer (568 for 8
+layers) to be exact, far more work per push than carrying this state.
+
 Latency: after F frames have arrived, `num_samples(F)` = total_upsample·F − held samples are final
 (1920·F − 555 for the real model). The 555 held-back samples of the newest frame are the ones each
 kernel-2r transposed conv can only finish once the next frame has arrived: frame 1 yields 1365 samples
@@ -50,6 +55,7 @@ from omnistream.nn.kv_cache import LayerKVCache
 from omnistream.nn.mlp import SwiGLU
 from omnistream.nn.norm import RMSNorm
 from omnistream.nn.rope import RotaryEmbedding
+
 
 class LayerScale(nn.Module):
     """Per-channel scale of a residual branch (checkpoint key `scale`)."""
