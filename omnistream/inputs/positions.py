@@ -102,7 +102,9 @@ class _Walker:
         """Position one media block starting at `tokens[at]`; return the index after it."""
         ids = self.ids
         nxt = tokens[at + 1] if at + 1 < len(tokens) else None
-        interleaved = tokens[at] == ids.vision_start and nxt == ids.audio_start and self.use_audio_in_video
+        interleaved = tokens[at] == ids.vision_start and nxt == ids.audio_start
+        if interleaved and not self.use_audio_in_video and not self._plain_vision_after(tokens, at):
+            return self._unflagged_audio_in_video(tokens, at, pieces, row)
         if tokens[at] == ids.audio_start:
             kind, markers = "audio", 1
         elif interleaved:
@@ -132,6 +134,23 @@ class _Walker:
         # audio-in-video that is the tail run (reference behaviour, kept for identical ids).
         pieces.append(_run(markers, _next_start(pieces)))
         return first + count + markers
+
+    def _plain_vision_after(self, tokens: list[int], at: int) -> bool:
+        starts = (i for i in range(at + 1, len(tokens) - 1) if tokens[i] == self.ids.vision_start)
+        return any(tokens[i + 1] in (self.ids.image, self.ids.video) for i in starts)
+
+    def _unflagged_audio_in_video(self, tokens: list[int], at: int, pieces: list[torch.Tensor], row: int) -> int:
+        """An interleaved block met with use_audio_in_video=False (the talker's case, spec §7.2-2).
+
+        The reference then positions the whole block as consecutive ids (it walks it as text + an audio
+        run) when no plain image or video follows; we reproduce that and consume the block's audio and
+        video metadata. (With a plain image/video after it, the reference treats it as interleaved.)
+        """
+        end = next((i for i in range(at + 2, len(tokens)) if tokens[i] == self.ids.vision_end), len(tokens) - 1)
+        self._take("audio", self.audios, row)
+        self._take("video", self.videos, row)
+        pieces.append(_run(end - at + 1, _next_start(pieces)))
+        return end + 1
 
     def _audio(self, start: torch.Tensor, row: int) -> torch.Tensor:
         n = int(audio_token_count(self._take("audio", self.audios, row), self.n_window))

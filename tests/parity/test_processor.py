@@ -286,3 +286,24 @@ def test_batch_of_mixed_conversations(ours, reference, rope_reference):
     assert mine.attention_mask[:, -1].tolist() == [1, 1, 1]          # left padding
     assert mine.images_per_row == (1, 0, 1) and mine.audios_per_row == (1, 0, 1)
     assert max(diffs.values()) == 0.0
+
+
+@pytest.mark.parametrize("image_after", [False, True])
+def test_positions_of_interleaved_prompt_without_the_flag(ours, rope_reference, image_after):
+    """The talker computes positions with use_audio_in_video=False on interleaved ids (spec §7.2-2)."""
+    from omnistream.inputs import rope_index
+
+    parts = [{"type": "video", "video": video_frames(4, 64, 64, seed=7), "fps": 2.0,
+              "audio": (tone(1.6, 300.0), 16000)}, text("Describe.")]
+    if image_after:
+        parts.append({"type": "image", "image": drawing(64, 96, seed=8)})
+    inputs = ours([[user(*parts)]], use_audio_in_video=True)
+    lengths = inputs.feature_attention_mask.sum(-1)
+    expected, expected_deltas = rope_reference(inputs.input_ids, inputs.image_grid_thw, inputs.video_grid_thw,
+                                               inputs.attention_mask, False, lengths, inputs.video_second_per_grid)
+    positions, deltas = rope_index(inputs.input_ids, inputs.attention_mask, ours.token_ids,
+                                   image_grid_thw=inputs.image_grid_thw, video_grid_thw=inputs.video_grid_thw,
+                                   video_second_per_grid=inputs.video_second_per_grid, audio_lengths=lengths,
+                                   use_audio_in_video=False)
+    assert torch.equal(positions, expected) and torch.equal(deltas, expected_deltas.reshape(-1).float())
+    assert torch.equal(positions, inputs.position_ids) == image_after   # without an image after, ids differ
