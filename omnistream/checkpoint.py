@@ -203,39 +203,62 @@ def load_checkpoint(model: nn.Module, folder: str | Path, dtype: torch.dtype = t
     folder = Path(folder)
     device = torch.device(device)
     files = checkpoint_files(folder)
-    with contextlib.ExitStack() as stack:
-        handles = {name: stack.enter_context(safe_open(folder / name, framework="pt"))
-                   for name in sorted(set(files.values()))}
-        sources = {}
-        for key, name in files.items():
-            try:
-                sources[key] = _Source(name, key, tuple(handles[name].get_slice(key).get_shape()))
-            except Exception as e:  # a key the index lists but the shard lacks
-                raise CheckpointError(f"{name} does not contain {key!r} listed in the index ({e})", param=key) from None
-        params = {key_prefix + n: p for n, p in model.named_parameters()}
-        pieces = _Plan(sources, ignore_prefixes).resolve(params)
-        items = pieces.items()
-        if progress:
-            from tqdm import tqdm
-            items = tqdm(items, desc=f"loading {folder.name}", unit="tensor")
-        for name, parts in items:
-            tensor = _materialize(params[name], parts, handles, dtype, device)
-            _assign(model, name[len(key_prefix):], tensor)
+    sources = _read_shapes(folder, files)
+    params = {key_prefix + n: p for n, p in model.named_parameters()}
+    pieces = _Plan(sources, ignore_prefixes).resolve(params)
+    # Work shard by shard, closing each before the next: a converting load (dtype or device change) then
+    # keeps at most one shard's file pages mapped besides the converted weights.
+    by_file: dict[str, list[tuple[str, tuple, _Source]]] = {}
+    for name, parts in pieces.items():
+        for index, source in parts:
+            by_file.setdefault(source.file, []).append((name, index, source))
+    remaining = {name: len(parts) for name, parts in pieces.items()}
+    partial: dict[str, torch.Tensor] = {}  # stacked experts being filled, possibly across shards
+    bar = _progress(len(pieces), folder.name) if progress else None
+    for file in sorted(by_file):
+        with safe_open(folder / file, framework="pt") as handle:
+            for name, index, source in by_file[file]:
+                param = params[name]
+                target_dtype = dtype if param.is_floating_point() else param.dtype
+                if index == ():
+                    # Same dtype on CPU: stays a copy-on-write view of the mapped file (no copy at all).
+                    tensor = handle.get_tensor(source.key).to(device=device, dtype=target_dtype)
+                else:
+                    if name not in partial:
+                        partial[name] = torch.empty(param.shape, dtype=target_dtype, device=device)
+                    partial[name][index].copy_(handle.get_tensor(source.key))
+                    tensor = partial[name]
+                remaining[name] -= 1
+                if remaining[name] == 0:
+                    _assign(model, name[len(key_prefix):], tensor)
+                    partial.pop(name, None)
+                    if bar is not None:
+                        bar.update()
+    if bar is not None:
+        bar.close()
     _move_buffers(model, device)
     logger.info("loaded %d tensors from %s (%s, %s)", len(pieces), folder, dtype, device)
 
 
-def _materialize(param: torch.Tensor, parts: list[tuple[tuple, _Source]], handles: dict, dtype: torch.dtype,
-                 device: torch.device) -> torch.Tensor:
-    target_dtype = dtype if param.is_floating_point() else param.dtype
-    if len(parts) == 1 and parts[0][0] == ():
-        source = parts[0][1]
-        # Same dtype on CPU: stays a copy-on-write view of the mapped file (no copy at all).
-        return handles[source.file].get_tensor(source.key).to(device=device, dtype=target_dtype)
-    out = torch.empty(param.shape, dtype=target_dtype, device=device)
-    for index, source in parts:
-        out[index].copy_(handles[source.file].get_tensor(source.key))
-    return out
+def _read_shapes(folder: Path, files: dict[str, str]) -> dict[str, _Source]:
+    """Every tensor's shape from the shard headers (no data is read)."""
+    sources = {}
+    by_file: dict[str, list[str]] = {}
+    for key, name in files.items():
+        by_file.setdefault(name, []).append(key)
+    for name, keys in by_file.items():
+        with safe_open(folder / name, framework="pt") as handle:
+            present = set(handle.keys())
+            for key in keys:
+                if key not in present:
+                    raise CheckpointError(f"{name} does not contain {key!r} listed in the index", param=key)
+                sources[key] = _Source(name, key, tuple(handle.get_slice(key).get_shape()))
+    return sources
+
+
+def _progress(total: int, name: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"loading {name}", unit="tensor")
 
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
