@@ -169,7 +169,8 @@ class _Plan:
         num_experts = shape[0]
         if param == "gate_up_proj":
             half = shape[1] // 2
-            parts = (("gate_proj", slice(0, half), (half, shape[2])), ("up_proj", slice(half, 2 * half), (half, shape[2])))
+            parts = (("gate_proj", slice(0, half), (half, shape[2])),
+                     ("up_proj", slice(half, 2 * half), (half, shape[2])))
         else:
             parts = (("down_proj", slice(None), shape[1:]),)
         out = []
