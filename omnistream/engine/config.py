@@ -12,7 +12,7 @@ import torch
 from omnistream.errors import ConfigError
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+           "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64, "fp64": torch.float64}
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -4,13 +4,15 @@ Order of operations follows the reference's logits-processor order (spec §5.1; 
 `_get_logits_processor`): repetition penalty → banned ids (min-new-tokens EOS ban, suppressed ids) → greedy
 argmax, or temperature → top-k → top-p → draw. Logits are float32 as in the reference.
 
-Each request owns a `random.Random` stream (seeded by its `seed`), and one uniform number per sampled row
-and step is drawn from it, so a request's tokens depend only on its own logits and seed — never on which
-other requests share the batch, nor on the device.
+Sampling is an exponential race (equivalent to Gumbel-max): token = argmax_i p_i / e_i with e_i ~ Exp(1)
+drawn for every vocabulary id from the request's own `torch.Generator` (seeded by its `seed`). The noise is
+indexed by token id and drawn whole each step, so a request's tokens depend only on its own logits and
+seed — never on which other requests share the batch or how wide the batch's top-k is. Unlike inverse-CDF
+sampling, which can flip on a float32 rounding of a 150k-entry cumulative sum, a race only changes its
+winner if the two best scores tie within rounding.
 """
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,7 +45,7 @@ def ban_tokens(logits: torch.Tensor, rows: torch.Tensor, token_ids: torch.Tensor
 
 
 def sample(logits: torch.Tensor, params: Sequence[RowSampling],
-           rngs: Sequence[random.Random | None]) -> torch.Tensor:
+           generators: Sequence[torch.Generator | None]) -> torch.Tensor:
     """Pick one id per row of logits [B, V] → LongTensor [B]. Rows with temperature 0 take the argmax."""
     out = logits.argmax(dim=-1)
     sampled = [i for i, p in enumerate(params) if p.temperature > 0]
@@ -61,10 +63,10 @@ def sample(logits: torch.Tensor, params: Sequence[RowSampling],
     keep = before < top_p[:, None]
     keep[:, 0] = True                                                              # never empty
     probs = probs.masked_fill(~keep, 0.0)
-    uniforms = [_uniform(rngs[i]) for i in sampled]
-    u = torch.tensor(uniforms, dtype=torch.float32, device=device) * probs.sum(dim=-1)
-    cdf = probs.cumsum(dim=-1)
-    pick = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)  # [S, 1]
+    vocab = logits.shape[-1]
+    noise = torch.stack([torch.empty(vocab, device=device).exponential_(generator=generators[i])
+                         for i in sampled])                                     # [S, V], by token id
+    pick = (probs / noise.gather(1, ids)).argmax(dim=-1, keepdim=True)          # [S, 1]
     out[index] = ids.gather(1, pick).squeeze(1)
     return out
 
@@ -84,10 +86,6 @@ def _candidates(scaled: torch.Tensor, rows: Sequence[RowSampling]) -> tuple[torc
     k = torch.tensor([min(k, width) if k > 0 else width for k in ks], device=scaled.device)
     kth = values.gather(1, (k - 1)[:, None])                                       # [S, 1]
     return values.masked_fill(values < kth, float("-inf")), ids
-
-
-def _uniform(rng: random.Random | None) -> float:
-    return (rng or random).random()
 
 
 class TokenHistory:

@@ -18,7 +18,6 @@ media layout, the 9 header positions are text); decode step at cache length L us
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +39,8 @@ class _Row:
     trailing: torch.Tensor                       # [N, C] text track known from the prompt
     sampling: RowSampling
     predictor: RowSampling
-    rng: random.Random
-    predictor_rng: random.Random
+    rng: torch.Generator
+    predictor_rng: torch.Generator
     num_codes: int = 0                           # codebook-0 codes sampled so far
     last_hidden: torch.Tensor | None = None      # [C] final-norm hidden of the step that sampled `pending`
     pending: int | None = None                   # code 0 waiting for the code predictor
@@ -98,7 +97,8 @@ class TalkerRunner:
                    sampling=RowSampling(talker.temperature, talker.top_k, talker.top_p, talker.repetition_penalty),
                    predictor=RowSampling(talker.effective_predictor_temperature, talker.predictor_top_k,
                                          talker.predictor_top_p),
-                   rng=request_rng(request, 1), predictor_rng=request_rng(request, 2))
+                   rng=request_rng(request, 1, self.device),
+                   predictor_rng=request_rng(request, 2, self.device))
         self.rows[request.request_id] = row
         self.history.reset(slot)
         self._sample([request], [row], hidden[:, -1])

@@ -13,7 +13,6 @@ input embeddings E (after multimodal scatter) and the hidden state H after layer
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +29,7 @@ class _Row:
     length: int                 # tokens written into the cache
     rope_delta: float
     sampling: RowSampling
-    rng: random.Random
+    rng: torch.Generator
     banned_until: int           # EOS/stop ids are banned while fewer tokens than this were generated
     stop_ids: torch.Tensor
 
@@ -42,10 +41,15 @@ class PrefillOutput:
     prompt_hidden: torch.Tensor | None = None   # H [T, C] after layer accept_hidden_layer
 
 
-def request_rng(request: Request, stream: int) -> random.Random:
-    """The request's random stream for one stage (0 thinker, 1 talker, 2 code predictor)."""
+def request_rng(request: Request, stream: int, device: torch.device) -> torch.Generator:
+    """The request's random stream for one stage (0 thinker, 1 talker, 2 code predictor), on `device`."""
+    generator = torch.Generator(device=device)
     seed = request.params.seed
-    return random.Random(f"{seed}:{stream}") if seed is not None else random.Random()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed((seed * 3 + stream) % (2 ** 63))
+    return generator
 
 
 class ThinkerRunner:
@@ -84,7 +88,7 @@ class ThinkerRunner:
         stop_ids = torch.tensor(sorted({*self.eos_token_ids, *params.stop_token_ids}), device=self.device)
         row = _Row(slot=slot, length=length, rope_delta=float(positions.max()) + 1 - length,
                    sampling=RowSampling(params.temperature, params.top_k, params.top_p, params.repetition_penalty),
-                   rng=request_rng(request, 0), banned_until=params.min_new_tokens, stop_ids=stop_ids)
+                   rng=request_rng(request, 0, self.device), banned_until=params.min_new_tokens, stop_ids=stop_ids)
         self.rows[request.request_id] = row
         if params.repetition_penalty != 1.0:                    # the reference penalises prompt ids too
             self.history.reset(slot, ids[0])

@@ -1,8 +1,6 @@
 """Sampling against independent formulas: the distribution each filter defines, computed with numpy."""
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 import torch
@@ -37,8 +35,8 @@ def _expected(logits: np.ndarray, temperature: float, top_k: int, top_p: float) 
 def test_empirical_distribution_matches_formula(temperature, top_k, top_p):
     n = 20000
     rows = [RowSampling(temperature, top_k, top_p)] * n
-    rngs = [random.Random(i) for i in range(n)]
-    tokens = sample(LOGITS.expand(n, -1).clone(), rows, rngs).numpy()
+    generators = [torch.Generator().manual_seed(i) for i in range(n)]
+    tokens = sample(LOGITS.expand(n, -1).clone(), rows, generators).numpy()
     freq = np.bincount(tokens, minlength=LOGITS.numel()) / n
     expected = _expected(LOGITS.double().numpy(), temperature, top_k, top_p)
     assert np.all(freq[expected == 0] == 0), "a filtered-out token was drawn"
@@ -54,11 +52,18 @@ def test_greedy_is_argmax_with_first_index_on_ties():
 def test_same_seed_same_tokens_and_rows_independent_of_batch():
     logits = torch.randn(4, 50)
     params = [RowSampling(1.0, 10, 0.9)] * 4
-    alone = [sample(logits[i:i + 1].clone(), params[:1], [random.Random(7 + i)]).item() for i in range(4)]
-    batched = sample(logits.clone(), params, [random.Random(7 + i) for i in range(4)]).tolist()
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    alone = [sample(logits[i:i + 1].clone(), [params[i]], gens([7 + i])).item() for i in range(4)]
+    batched = sample(logits.clone(), params, gens(range(7, 11))).tolist()
     assert alone == batched
-    mixed = sample(logits.clone(), [RowSampling(0.0), *params[1:]], [None] + [random.Random(7 + i) for i in (1, 2, 3)])
-    assert mixed.tolist()[1:] == batched[1:] and mixed[0].item() == logits[0].argmax().item()
+    # other rows' filters (a greedy row, a wider top-k, no top-p) do not change a row's draw
+    others = [RowSampling(0.0), RowSampling(1.0, 0, 0.5), RowSampling(1.0, 45, 1.0)]
+    mixed = sample(logits.clone(), [others[0], params[1], others[1], params[3]], [None, *gens([8, 1, 10])])
+    assert mixed[1].item() == batched[1] and mixed[3].item() == batched[3]
+    assert mixed[0].item() == logits[0].argmax().item()
+    assert sample(logits.clone(), params, gens(range(7, 11))).tolist() == batched       # same seeds, same tokens
 
 
 def test_repetition_penalty_formula():
