@@ -2,8 +2,8 @@
 
 The model is the tiny random-weight checkpoint from tests/reference.py with the inputs tests' tokenizer
 (tests/inputs_fixtures.py), adjusted so its output is usable by protocol tests:
-- the thinker's output head only scores ids the tokenizer can decode (other rows zeroed), so greedy answers
-  are real, deterministic text;
+- the thinker's output head only scores ids that decode to whole characters (other rows zeroed), so greedy
+  answers are real, deterministic text;
 - the talker's codec head is flattened so each frame ends the speech with probability ~1/33 — answers speak
   for a few seconds instead of filling the talker cache.
 Every test file gets the same server (built once, torn down at exit), started with an API key so auth is on.
@@ -38,9 +38,14 @@ def build_serving_checkpoint(folder: Path) -> Path:
 
     build_reference_checkpoint(folder, tiny_config(), seed=0)
     build_checkpoint(folder, json.loads((folder / "config.json").read_text()))
+    from tokenizers import Tokenizer
+
     weights = load_file(str(folder / "model.safetensors"))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
-    decodable = torch.tensor(sorted(i for i in vocab.values() if i < 151643))
+    # Ordinary tokens that decode to whole characters on their own (no partial UTF-8 byte pieces).
+    decodable = torch.tensor(sorted(i for i in vocab.values() if i < 151643
+                                    and (text := tokenizer.decode([i])) and "\ufffd" not in text))
     head = weights["thinker.lm_head.weight"]
     keep = torch.zeros(head.shape[0], dtype=torch.bool)
     keep[decodable] = True

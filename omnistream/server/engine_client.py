@@ -89,12 +89,14 @@ class EngineClient:
         self.metrics.active_streams = len(self.active)
         recorder = _Recorder(time.perf_counter())
         finished = False
+        events = self.engine.generate(inputs, params, request_id)
         try:
-            async for event in self.engine.generate(inputs, params, request_id):
+            async for event in events:
                 recorder.see(event)
                 finished = isinstance(event, (Done, Failed))
                 yield event
         finally:
+            await events.aclose()                 # aborts the engine request now, not when GC gets to it
             self.active.discard(request_id)
             self.metrics.active_streams = len(self.active)
             if not finished:

@@ -53,6 +53,7 @@ class Metrics:
         self.active_streams = 0
         self.realtime_connections = 0
         self.aborted = 0
+        self.speculative: dict[str, int] = {"started": 0, "adopted": 0, "discarded": 0}
         self.first_token = Histogram(LATENCY_BUCKETS)
         self.first_audio = Histogram(LATENCY_BUCKETS)
         self.real_time_factor = Histogram(RTF_BUCKETS)
@@ -93,6 +94,9 @@ class Metrics:
                [f"omnistream_audio_seconds_total {self.audio_seconds:.3f}"])
         metric("omnistream_aborted_requests_total", "counter", "Generations cancelled (disconnects, barge-in).",
                [f"omnistream_aborted_requests_total {self.aborted}"])
+        metric("omnistream_realtime_speculative_total", "counter", "Realtime answers started at a speech pause, "
+               "by outcome (adopted when the turn ended there).",
+               [f'omnistream_realtime_speculative_total{{outcome="{k}"}} {v}' for k, v in self.speculative.items()])
         metric("omnistream_active_streams", "gauge", "Generations the server is streaming right now.",
                [f"omnistream_active_streams {self.active_streams}"])
         metric("omnistream_realtime_connections", "gauge", "Open realtime WebSocket connections.",

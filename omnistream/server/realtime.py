@@ -254,6 +254,7 @@ class RealtimeConnection:
         runner = self._runner(plan, held=True)
         runner.start()
         self.speculative = (runner, end)
+        self.client.metrics.speculative["started"] += 1
 
     def _adoptable(self, end: int) -> ResponseRunner | None:
         """The held answer, if it was computed from exactly the turn being committed and nothing else changed."""
@@ -264,6 +265,7 @@ class RealtimeConnection:
         if spec_end == end and plan.conversation_version == self.conversation.version \
                 and plan.session_version == self.session_version and runner.active:
             self.speculative = None
+            self.client.metrics.speculative["adopted"] += 1
             return runner
         return None
 
@@ -271,6 +273,7 @@ class RealtimeConnection:
         if self.speculative is not None:
             runner, _ = self.speculative
             self.speculative = None
+            self.client.metrics.speculative["discarded"] += 1
             await runner.cancel("turn_changed")
 
     async def _respond_to_turn(self, adopted: ResponseRunner | None) -> None:

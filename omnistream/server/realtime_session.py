@@ -282,16 +282,17 @@ def _vad_dict(td: TurnDetection | None, ga: bool) -> dict[str, Any] | None:
 def render_session(config: SessionConfig, dialect: str, session_id: str, expires_at: int) -> dict[str, Any]:
     """The full effective session in the dialect's shape (session.created / session.updated)."""
     tokens: int | str = config.max_output_tokens if config.max_output_tokens is not None else "inf"
-    common = {"id": session_id, "object": "realtime.session", "model": config.model, "expires_at": expires_at,
+    common = {"id": session_id, "object": "realtime.session", "expires_at": expires_at,
               "instructions": config.instructions, "tools": [], "tool_choice": "auto", "tracing": None}
     if dialect == "ga":
-        return {**common, "type": "realtime", "output_modalities": list(config.output_modalities),
+        return {**common, "type": "realtime", "model": config.model, "output_modalities": list(config.output_modalities),
                 "max_output_tokens": tokens, "truncation": "auto", "prompt": None, "include": None,
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": config.input_rate},
                                     "transcription": None, "noise_reduction": None,
                                     "turn_detection": _vad_dict(config.turn_detection, ga=True)},
                           "output": {"format": {"type": "audio/pcm", "rate": OUTPUT_RATE},
                                      "voice": config.voice, "speed": 1.0}}}
+    # The beta schema types `model` as a list of OpenAI model names, so it is left out there (the URL names it).
     return {**common, "modalities": ["text", "audio"] if config.speaks else ["text"], "voice": config.voice,
             "input_audio_format": "pcm16", "output_audio_format": "pcm16", "input_audio_transcription": None,
             "input_audio_noise_reduction": None, "turn_detection": _vad_dict(config.turn_detection, ga=False),
