@@ -130,7 +130,7 @@ def sampling_params(request: ChatCompletionRequest, audio: AudioPlan | None, cli
             stop=request.stop_list, seed=request.seed, voice=audio.voice if audio else None,
             return_audio=audio is not None)
     except Exception as e:  # noqa: BLE001 - RequestError naming the field
-        raise from_exception(e) from None
+        raise _client_error(e) from None
 
 
 async def _prepare(client: EngineClient, conversation: list[dict[str, Any]], use_aiv: bool) -> Any:
@@ -140,13 +140,23 @@ async def _prepare(client: EngineClient, conversation: list[dict[str, Any]], use
         raise from_exception(e) from None
 
 
+# Engine field names → the request fields a chat-completions client sent.
+_PARAMS = {"max_new_tokens": "max_tokens", "voice": "audio.voice", "return_audio": "modalities"}
+
+
+def _client_error(error: BaseException) -> APIError:
+    mapped = from_exception(error)
+    mapped.param = _PARAMS.get(mapped.param, mapped.param)
+    return mapped
+
+
 async def _first_event(events: AsyncIterator[Event]) -> Event:
     try:
         first = await events.__anext__()
     except Exception as e:  # noqa: BLE001 - submission errors (RequestError, CapacityError, unhealthy)
-        raise from_exception(e) from None
+        raise _client_error(e) from None
     if isinstance(first, Failed):
-        raise from_exception(first.error)
+        raise _client_error(first.error)
     return first
 
 
