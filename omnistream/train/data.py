@@ -1,0 +1,256 @@
+"""Thinker training samples: synth examples → processor tensors with answer-only labels, and batching.
+
+A sample is the processor's prompt (chat template with the generation prompt, media expanded, TM-RoPE ids)
+followed by the answer tokens and `<|im_end|>`; labels are -100 everywhere except the answer and the end
+token, so the loss only teaches what the assistant says (the paper's SFT masking).
+Batches are right-padded: with causal attention the padding after a row never reaches its real tokens.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from omnistream.inputs import Processor
+from omnistream.synth import Example, make_examples
+
+logger = logging.getLogger(__name__)
+IGNORE = -100
+
+
+@dataclass
+class Sample:
+    """One example's tensors (no batch dimension)."""
+    input_ids: torch.Tensor        # [T]
+    labels: torch.Tensor           # [T], IGNORE outside the answer
+    position_ids: torch.Tensor     # [3, T]
+    prompt_len: int
+    pixel_values: torch.Tensor | None = None
+    image_grid_thw: torch.Tensor | None = None
+    pixel_values_videos: torch.Tensor | None = None
+    video_grid_thw: torch.Tensor | None = None
+    input_features: torch.Tensor | None = None      # [mel, F]
+    task: str = ""
+
+
+def encode(processor: Processor, example: Example) -> Sample:
+    """Prompt tensors from the processor plus the answer continuation (positions continue by +1, spec §3)."""
+    inputs = processor(example.messages)
+    prompt = inputs.input_ids[0]                                           # [P]
+    answer = processor.tokenizer.encode(example.answer) + [processor.token_ids.im_end]
+    n = len(answer)
+    start = inputs.position_ids[:, 0, -1:] + 1                             # [3, 1]
+    tail = start + torch.arange(n, dtype=inputs.position_ids.dtype)[None]  # [3, n]
+    input_ids = torch.cat([prompt, torch.tensor(answer)])
+    labels = torch.full_like(input_ids, IGNORE)
+    labels[len(prompt):] = torch.tensor(answer)
+    features = None
+    if inputs.input_features is not None:
+        length = int(inputs.feature_attention_mask[0].sum())
+        features = inputs.input_features[0, :, :length]
+    return Sample(input_ids, labels, torch.cat([inputs.position_ids[:, 0], tail], dim=1), len(prompt),
+                  inputs.pixel_values, inputs.image_grid_thw, inputs.pixel_values_videos, inputs.video_grid_thw,
+                  features, example.task)
+
+
+def collate(samples: list[Sample], pad_id: int) -> dict[str, Any]:
+    """Right-padded batch. Labels are pre-shifted: labels[b, t] is the target of the logits at t."""
+    T = max(len(s.input_ids) for s in samples)
+    B = len(samples)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    targets = torch.full((B, T), IGNORE, dtype=torch.long)
+    positions = torch.zeros((3, B, T), dtype=torch.float32)
+    for b, s in enumerate(samples):
+        n = len(s.input_ids)
+        input_ids[b, :n] = s.input_ids
+        targets[b, :n - 1] = s.labels[1:]
+        positions[:, b, :n] = s.position_ids
+        positions[:, b, n:] = s.position_ids[:, -1:] + 1 + torch.arange(T - n)
+    batch: dict[str, Any] = {"input_ids": input_ids, "targets": targets, "position_ids": positions}
+    for pixels, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        parts = [s for s in samples if getattr(s, pixels) is not None]
+        if parts:
+            batch[pixels] = torch.cat([getattr(s, pixels) for s in parts])
+            batch[grid] = torch.cat([getattr(s, grid) for s in parts])
+    audio = [s.input_features for s in samples if s.input_features is not None]
+    if audio:
+        F = max(a.shape[-1] for a in audio)
+        feats = torch.zeros(len(audio), audio[0].shape[0], F)
+        mask = torch.zeros(len(audio), F, dtype=torch.long)
+        for i, a in enumerate(audio):
+            feats[i, :, :a.shape[-1]] = a
+            mask[i, :a.shape[-1]] = 1
+        batch["input_features"], batch["feature_attention_mask"] = feats, mask
+    return batch
+
+
+def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean cross-entropy over answer tokens; also token accuracy for the progress bar."""
+    embeds, visual_mask, deepstack = thinker.embed(
+        batch["input_ids"], batch.get("input_features"), batch.get("feature_attention_mask"),
+        batch.get("pixel_values"), batch.get("image_grid_thw"), batch.get("pixel_values_videos"),
+        batch.get("video_grid_thw"))
+    hidden, _ = thinker(embeds, batch["position_ids"], visual_mask=visual_mask, deepstack=deepstack)
+    targets = batch["targets"]
+    keep = targets != IGNORE
+    logits = thinker.compute_logits(hidden[keep])                          # [N, V]
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    acc = (logits.argmax(-1) == targets[keep]).float().mean().item()
+    return loss, {"tok_acc": acc}
+
+
+class ExampleStream:
+    """Endless, seeded, resumable stream of encoded samples: example i of (split, seed) is fixed, so a resumed
+    run continues with exactly the examples it would have seen (`position` is saved in the checkpoint)."""
+
+    def __init__(self, processor: Processor, task_mix: Mapping[str, float], *, seed: int = 0,
+                 spoken_fraction: float = 0.0, split: str = "train", chunk: int = 64, position: int = 0) -> None:
+        self.processor, self.task_mix, self.seed = processor, dict(task_mix), seed
+        self.spoken_fraction, self.split, self.chunk = spoken_fraction, split, chunk
+        self.position = position
+        self._buffer: list[Sample] = []
+        self._buffer_start = position
+
+    def _fill(self) -> None:
+        examples = make_examples(self.split, self.chunk, self.seed, self.task_mix, start=self.position,
+                                 spoken_fraction=self.spoken_fraction, workers=1)
+        self._buffer = [encode(self.processor, e) for e in examples]
+
+    def take(self, n: int) -> list[Sample]:
+        out = []
+        while len(out) < n:
+            offset = self.position - self._buffer_start
+            if not self._buffer or offset >= len(self._buffer) or offset < 0:
+                self._buffer_start = self.position - (self.position % self.chunk)
+                saved = self.position
+                self.position = self._buffer_start
+                self._fill()
+                self.position = saved
+                offset = self.position - self._buffer_start
+            out.append(self._buffer[offset])
+            self.position += 1
+        return out
+
+
+def batches(stream: ExampleStream, batch_size: int, pad_id: int) -> Iterator[dict[str, Any]]:
+    while True:
+        yield collate(stream.take(batch_size), pad_id)
+
+
+class _PooledStream:
+    """Examples [0, pool) of a stream, cycled; each encoded once and kept (espeak speech is the costly part)."""
+
+    def __init__(self, stream: ExampleStream, pool: int, position: int) -> None:
+        self.stream, self.pool, self.position = stream, pool, position
+        self.cache: dict[int, Sample] = {}
+
+    def take(self, n: int) -> list[Sample]:
+        out = []
+        for _ in range(n):
+            index = self.position % self.pool
+            if index not in self.cache:
+                self.stream.position = index
+                self.cache[index] = self.stream.take(1)[0]
+            out.append(self.cache[index])
+            self.position += 1
+        return out
+
+
+class _BatchDataset(torch.utils.data.IterableDataset):
+    def __init__(self, source: "BatchSource", start_batch: int) -> None:
+        super().__init__()
+        self.source, self.start_batch = source, start_batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        torch.set_num_threads(1)
+        src, b = self.source, self.start_batch
+        groups = src.groups()
+        streams = {}
+        for k, (name, mix, spoken, per_batch) in enumerate(groups):
+            stream = ExampleStream(src.processor, mix, seed=src.seed + 1000 * k, spoken_fraction=spoken)
+            done = src.batches_before(b, name) * per_batch
+            if name == "spoken" and src.spoken_pool:
+                streams[name] = _PooledStream(stream, src.spoken_pool, done)
+            else:
+                stream.position = done
+                streams[name] = stream
+        while True:
+            if src.is_video(b):
+                samples = streams["video"].take(src.video_batch_size)
+            else:
+                samples = [s for name, _, _, per in groups if name != "video" for s in streams[name].take(per)]
+            yield collate(samples, src.processor.pad_id)
+            b += 1
+
+
+@dataclass
+class BatchSource:
+    """Batch b is a fixed function of (seed, b), so `source(k)` resumes after k batches.
+
+    Three streams: typed questions about images (cheap, always fresh), spoken questions and transcription
+    (espeak is the costly part: a pool of `spoken_pool` examples is cycled, each encoded once), and videos
+    (~600 tokens each, so they get their own batch every `video_every` batches — padding would otherwise make
+    every row 600 long). A non-video batch holds `batch_size` examples, `spoken_per_batch` of them spoken.
+    With `workers` > 0 the examples are made in a background process while the main process trains."""
+    processor: Processor
+    task_mix: Mapping[str, float]
+    batch_size: int = 16
+    seed: int = 0
+    spoken_fraction: float = 0.0
+    workers: int = 1
+    video_every: int = 12
+    video_batch_size: int = 8
+    spoken_pool: int = 3000
+
+    def groups(self) -> list[tuple[str, dict[str, float], float, int]]:
+        """(name, task mix, spoken fraction, examples per non-video batch) of the non-empty streams."""
+        from omnistream.synth.tasks import IMAGE_TASKS, TRANSCRIBE_TASKS, VIDEO_TASKS
+        image = {t: w for t, w in self.task_mix.items() if t in IMAGE_TASKS and w > 0}
+        transcribe = {t: w for t, w in self.task_mix.items() if t in TRANSCRIBE_TASKS and w > 0}
+        video = {t: w for t, w in self.task_mix.items() if t in VIDEO_TASKS and w > 0}
+        spoken_mix = {**{t: w * self.spoken_fraction for t, w in image.items()}, **transcribe}
+        spoken_mix = {t: w for t, w in spoken_mix.items() if w > 0}
+        total = sum(image.values()) + sum(spoken_mix.values())
+        n_spoken = round(self.batch_size * sum(spoken_mix.values()) / total) if spoken_mix and total else 0
+        if spoken_mix and not image:
+            n_spoken = self.batch_size
+        out = []
+        if image and self.batch_size - n_spoken > 0:
+            out.append(("typed", image, 0.0, self.batch_size - n_spoken))
+        if n_spoken:
+            # image questions in this stream are always spoken (transcription always is)
+            out.append(("spoken", spoken_mix, 1.0, n_spoken))
+        if video:
+            out.append(("video", video, self.spoken_fraction, self.video_batch_size))
+        return out
+
+    def has_video(self) -> bool:
+        return any(name == "video" for name, *_ in self.groups())
+
+    def is_video(self, b: int) -> bool:
+        if not self.has_video():
+            return False
+        if len(self.groups()) == 1:
+            return True
+        return b % self.video_every == self.video_every - 1
+
+    def batches_before(self, b: int, name: str) -> int:
+        """How many batches before batch b drew from stream `name`."""
+        videos = sum(self.is_video(i) for i in range(b)) if self.has_video() else 0
+        return videos if name == "video" else b - videos
+
+    def __call__(self, start_batch: int = 0) -> Iterator[dict[str, Any]]:
+        dataset = _BatchDataset(self, start_batch)
+        if self.workers <= 0:
+            return iter(dataset)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.workers,
+                                             prefetch_factor=4, persistent_workers=False)
+        return iter(loader)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
