@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def build(folder: Path, cfg: dict[str, Any], dtype: torch.dtype, seed: int) -> N
     from tests.reference import _hf_config, reinitialize
 
     started = time.perf_counter()
-    print(f"[bench] building a random checkpoint in {folder} ...", flush=True)
+    print(f"[bench] building a random checkpoint in {folder} ...", file=sys.stderr, flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
@@ -77,4 +78,4 @@ def build(folder: Path, cfg: dict[str, Any], dtype: torch.dtype, seed: int) -> N
         torch.set_default_dtype(previous)
     reinitialize(model, seed)
     model.save_pretrained(folder)
-    print(f"[bench] built in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"[bench] built in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
