@@ -52,6 +52,10 @@ def _add_routes(app: FastAPI, client: EngineClient, settings: ServerSettings) ->
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/health")
     async def health() -> JSONResponse:
         healthy = bool(getattr(client.engine, "is_healthy", True))

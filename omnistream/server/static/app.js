@@ -11,6 +11,8 @@ const stats = (window.omniStats = {
 const history = [];                       // the chat-completions conversation (text of past turns)
 let attachments = [];                     // content parts waiting to be sent with the next message
 let modelId = "omnistream";
+// Optional answer-length cap from the URL (/?max_tokens=64); unset leaves the model's default.
+const maxTokens = parseInt(new URLSearchParams(location.search).get("max_tokens") || "", 10) || null;
 
 // ------------------------------------------------------------------------------------------ helpers
 function apiKey() { return $("apikey").value.trim(); }
@@ -101,7 +103,9 @@ const player = new Player();
 // ------------------------------------------------------------------------------------------ chat
 async function loadModel() {
   try {
-    const models = await (await fetch("/v1/models", { headers: headers() })).json();
+    const response = await fetch("/v1/models", { headers: headers() });
+    if (response.status === 401) { setStatus("this server needs an API key"); $("apikey").focus(); return; }
+    const models = await response.json();
     if (models.data && models.data.length) modelId = models.data[0].id;
     $("model").textContent = modelId;
     const voices = await (await fetch("/v1/voices", { headers: headers() })).json();
@@ -113,7 +117,10 @@ async function loadModel() {
       if (v === voices.default) opt.selected = true;
       select.append(opt);
     }
-    if (!(voices.data || []).length) { $("speak").checked = false; $("speak").disabled = true; }
+    const speaks = (voices.data || []).length > 0;        // thinker-only checkpoints answer in text
+    $("speak").disabled = !speaks;
+    $("speak").checked = speaks;
+    setStatus("ready");
   } catch (e) { showError("cannot reach the server: " + e); }
 }
 
@@ -147,7 +154,7 @@ function renderAttachments() {
   for (const a of attachments) {
     const chip = document.createElement("span");
     chip.className = "chip";
-    chip.textContent = "📎 " + a.name;
+    chip.textContent = a.name;
     box.append(chip);
   }
 }
@@ -157,7 +164,7 @@ async function sendChat() {
   if (!text && !attachments.length) return;
   const content = attachments.map((a) => a.part);
   if (text) content.push({ type: "text", text });
-  const shown = addMessage("user", (attachments.length ? attachments.map((a) => "📎 " + a.name).join(" ") + "\n" : "") + text);
+  const shown = addMessage("user", (attachments.length ? "attached: " + attachments.map((a) => a.name).join(", ") + "\n" : "") + text);
   shown.el.dataset.kind = "chat";
   history.push({ role: "user", content });
   attachments = [];
@@ -170,6 +177,7 @@ async function sendChat() {
 async function streamChat() {
   const speak = $("speak").checked;
   const body = { model: modelId, messages: history, stream: true, stream_options: { include_usage: true } };
+  if (maxTokens) body.max_tokens = maxTokens;
   if (speak) { body.modalities = ["text", "audio"]; body.audio = { voice: $("voice").value, format: "pcm16" }; }
   setStatus("thinking…");
   const answer = addMessage("assistant");
@@ -248,7 +256,7 @@ class Live {
     this.node.connect(sink);
     sink.connect(ctx.destination);
     $("talk").classList.add("live");
-    $("talk").textContent = "■ Stop";
+    $("talk").textContent = "Stop";
     setStatus("listening…");
   }
 
@@ -265,7 +273,7 @@ class Live {
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close();
     this.ws = null;
     $("talk").classList.remove("live");
-    $("talk").textContent = "🎤 Talk";
+    $("talk").textContent = "Talk";
     setStatus("ready");
   }
 
@@ -277,7 +285,7 @@ class Live {
       case "session.created":
         this.send({ type: "session.update", session: {
           type: "realtime", output_modalities: $("speak").checked ? ["audio"] : ["text"],
-          audio: { output: { voice: $("voice").value } } } });
+          audio: { output: { voice: $("voice").value } }, ...(maxTokens ? { max_output_tokens: maxTokens } : {}) } });
         break;
       case "input_audio_buffer.speech_started": {      // barge-in: stop playing, keep only what was heard
         if (player.playing && this.item) {
@@ -288,7 +296,7 @@ class Live {
         break;
       }
       case "input_audio_buffer.speech_stopped": setStatus("thinking…"); break;
-      case "input_audio_buffer.committed": addMessage("user", "🎤 (spoken)").el.dataset.kind = "voice"; break;
+      case "input_audio_buffer.committed": addMessage("user", "(spoken)").el.dataset.kind = "voice"; break;
       case "response.output_item.added":
         this.item = ev.item.id;
         this.answer = addMessage("assistant");
