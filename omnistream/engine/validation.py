@@ -60,8 +60,19 @@ def resolve_request(engine: Engine, inputs: object, params: SamplingParams, requ
     if params.voice is not None and not engine.model.has_speech:
         raise RequestError("a voice was given but this checkpoint has no talker (thinker-only)", param="voice")
     speaker = resolve_voice(engine, params.voice) if engine.model.has_speech and (speaks or params.voice) else None
+    if speaks:
+        _check_assistant_turn(engine, inputs.input_ids[0])
     request = Request(request_id=request_id, inputs=inputs, params=params, num_prompt_tokens=num_prompt,
                       max_new_tokens=max_new, speaker_id=speaker if speaks else None)
     if speaks:
         request.talker_stage = TalkerStage.PENDING
     return request
+
+
+def _check_assistant_turn(engine: Engine, ids) -> None:
+    """The talker answers in the last `<|im_start|>assistant` turn (spec §1.1): the prompt must have one."""
+    config = engine.model.config
+    pairs = (ids[:-1] == config.im_start_token_id) & (ids[1:] == config.assistant_token_id)
+    if not bool(pairs.any()):
+        raise OmniInputError("speech needs a prompt that ends in an '<|im_start|>assistant' turn "
+                             "(use the chat template's generation prompt)", param="messages")
