@@ -54,7 +54,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from omnistream.server.engine_client import EngineClient
     from omnistream.server.settings import ServerSettings
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("omnistream").setLevel(args.log_level.upper())
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key,
                               served_model_name=args.served_model_name,
                               max_body_bytes=int(args.max_body_mb * 1024 * 1024),
