@@ -159,4 +159,4 @@ def codec_loss(code2wav: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tup
     stft = stft_loss(wav, target)
     mel = mel_loss(wav, target)
     l1 = F.l1_loss(wav, target)
-    return stft + mel + 0.1 * l1, {"stft": float(stft), "mel": float(mel)}
+    return stft + mel + 0.1 * l1, {"stft": float(stft.detach()), "mel": float(mel.detach())}

@@ -69,3 +69,19 @@ def assemble(assets: str | Path, work: str | Path, out: str | Path, dtype: torch
     (tmp / "model.safetensors").replace(out / "model.safetensors")
     shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def training_summary(work: str | Path, stages: dict[str, str]) -> dict:
+    """{"stages": [{name, steps, minutes, loss, notes}]} from each stage's last training checkpoint."""
+    import json
+
+    rows = []
+    for name, notes in stages.items():
+        path = Path(work) / name / "last" / "state.json"
+        if not path.is_file():
+            continue
+        state = json.loads(path.read_text())["state"]
+        recent = state["losses"][-50:] or [float("nan")]
+        rows.append({"name": name, "steps": state["step"], "minutes": state["seconds"] / 60,
+                     "loss": sum(recent) / len(recent), "notes": notes, "metrics": state.get("metrics", {})})
+    return {"stages": rows}

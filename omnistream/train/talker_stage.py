@@ -184,7 +184,7 @@ def talker_loss(teacher: TalkerTeacher, batch: list[SpeechSample]) -> tuple[torc
         losses.append(F.cross_entropy(logits, codes[:, step + 1]))
         correct.append((logits.argmax(-1) == codes[:, step + 1]).float().mean().item())
     loss_res = torch.stack(losses).mean()
-    return loss0 + loss_res, {"c0": round(float(loss0), 3), "acc0": acc0, "res": round(float(loss_res), 3),
+    return loss0 + loss_res, {"c0": round(float(loss0.detach()), 3), "acc0": acc0, "res": round(float(loss_res.detach()), 3),
                               "acc_res": sum(correct) / len(correct)}
 
 

@@ -1,0 +1,79 @@
+"""The training loop: loss goes down, and a resumed run continues with exactly the same losses."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from omnistream.errors import CheckpointError, ConfigError
+from omnistream.inputs import Processor
+from omnistream.train.data import IGNORE, BatchSource, collate, encode, thinker_loss
+from omnistream.train.loop import TrainConfig, load_train_checkpoint, lr_at, make_optimizer, train
+from omnistream.train.parts import fresh_model
+from omnistream.synth import make_examples
+
+MIX = {"color": 1.0, "exists": 1.0}
+
+
+def _setup(folder):
+    torch.manual_seed(0)
+    processor = Processor.from_pretrained(folder)
+    model = fresh_model(folder, seed=0)
+    source = BatchSource(processor, MIX, batch_size=4, seed=0, workers=0)
+    return processor, model.thinker, source
+
+
+def test_labels_cover_only_the_answer(tiny_assets):
+    processor = Processor.from_pretrained(tiny_assets)
+    example = make_examples("train", 1, seed=3, task_mix={"count": 1.0})[0]
+    sample = encode(processor, example)
+    answer = processor.tokenizer.encode(example.answer) + [processor.token_ids.im_end]
+    assert sample.labels[sample.labels != IGNORE].tolist() == answer
+    assert sample.input_ids[sample.prompt_len:].tolist() == answer
+    # answer positions continue the prompt's by +1 on all three axes (text after media, spec §3)
+    tail = sample.position_ids[:, sample.prompt_len - 1:]
+    assert torch.equal(tail[:, 1:] - tail[:, :-1], torch.ones(3, len(answer)))
+    batch = collate([sample, sample], processor.pad_id)
+    assert batch["targets"][0, sample.prompt_len - 1:sample.prompt_len - 1 + len(answer)].tolist() == answer
+
+
+def test_a_few_steps_lower_the_loss(tiny_assets, tmp_path):
+    _, thinker, source = _setup(tiny_assets)
+    batch = next(source(0))
+    before = thinker_loss(thinker, batch)[0].item()
+    train(thinker, lambda b: thinker_loss(thinker, b), lambda k: iter([batch] * 100),
+          TrainConfig(steps=25, lr=5e-3, warmup=2, out_dir=str(tmp_path / "run"), ckpt_every=100), resume=False)
+    after = thinker_loss(thinker, batch)[0].item()
+    assert after < 0.7 * before
+
+
+def test_resume_gives_the_same_losses(tiny_assets, tmp_path):
+    cfg = dict(lr=3e-3, warmup=2, ckpt_every=3, log_every=1)
+    _, thinker, source = _setup(tiny_assets)
+    straight = train(thinker, lambda b: thinker_loss(thinker, b), source,
+                     TrainConfig(steps=6, out_dir=str(tmp_path / "a"), **cfg)).losses
+
+    _, thinker, source = _setup(tiny_assets)
+    train(thinker, lambda b: thinker_loss(thinker, b), source, TrainConfig(steps=3, out_dir=str(tmp_path / "b"), **cfg))
+    _, thinker, source = _setup(tiny_assets)  # a fresh process would start from new weights too
+    resumed = train(thinker, lambda b: thinker_loss(thinker, b), source,
+                    TrainConfig(steps=6, out_dir=str(tmp_path / "b"), **cfg)).losses
+    assert resumed[:3] == straight[:3]
+    assert resumed[3:] == straight[3:]
+    # the checkpoint is safetensors + JSON, never pickle
+    files = sorted(p.name for p in (tmp_path / "b" / "last").iterdir())
+    assert files == ["module.safetensors", "optimizer.safetensors", "state.json"]
+    assert json.loads((tmp_path / "b" / "last" / "state.json").read_text())["state"]["step"] == 6
+
+
+def test_checkpoint_errors_and_config_checks(tmp_path, tiny_assets):
+    _, thinker, _ = _setup(tiny_assets)
+    with pytest.raises(CheckpointError):
+        load_train_checkpoint(tmp_path, thinker, make_optimizer(thinker, TrainConfig(steps=1)))
+    with pytest.raises(ConfigError):
+        TrainConfig(steps=0)
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(cfg, 0) == pytest.approx(0.1)
+    assert lr_at(cfg, 10) == pytest.approx(1.0)
+    assert lr_at(cfg, 100) == pytest.approx(0.1)
