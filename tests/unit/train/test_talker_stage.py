@@ -68,7 +68,7 @@ def test_talker_loss_decreases(tiny_checkpoint):
     first = None
     for _ in range(20):
         loss, metrics = talker_loss(teacher, batch)
-        first = first if first is not None else float(loss)
+        first = first if first is not None else float(loss.detach())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,0 +1,37 @@
+"""Word error rate, the recogniser on clean espeak speech, and the model card writer."""
+from __future__ import annotations
+
+import pytest
+
+from omnistream.evaluation.metrics import word_errors, wer
+from omnistream.evaluation.runner import EvalResult
+
+
+def test_word_errors():
+    assert word_errors("the circle is red", "the circle is red") == (0, 4)
+    assert word_errors("the circle is red", "the square is red") == (1, 4)
+    assert word_errors("seven three nine", "seven nine") == (1, 3)
+    assert word_errors("no", "no no no") == (2, 1)
+    assert wer([("a b", "a b"), ("c d", "")]) == pytest.approx(0.5)
+
+
+def test_recogniser_hears_the_output_voices():
+    pytest.importorskip("pocketsphinx")
+    from omnistream.evaluation.metrics import Recogniser
+    from omnistream.synth import speak_answer
+
+    recogniser = Recogniser()
+    for voice in ("ethan", "chelsie"):
+        assert recogniser.transcribe(speak_answer("The circle is red.", voice), 24000) == "the circle is red"
+
+
+def test_model_card(tmp_path):
+    from omnistream.evaluation.card import write_model_card
+
+    result = EvalResult(accuracy={"color/text": 1.0, "transcribe_digits/speech": 0.5},
+                        counts={"color/text": 4, "transcribe_digits/speech": 2}, transcription_wer=0.1,
+                        intelligibility_wer=0.2, speech_samples=3, real_time_factor=0.3, time_to_first_audio_ms=120,
+                        text_seconds_per_answer=0.05, config={"seed": 1, "per_task": 4},
+                        examples=[{"task": "color/text", "question": "q", "answer": "a", "reply": "a"}])
+    text = write_model_card(tmp_path / "card.md", result, str(tmp_path)).read_text()
+    assert "| color/text | 100.0% | 4 |" in text and "20.0%" in text and "120 ms" in text
