@@ -41,6 +41,10 @@ class ReferenceSide:
         out: dict[str, Any] = {"load_s": self.load_seconds}
         for batch in (1, 8):                                                                   # warm-up
             self._text(*self._ids(work.prompt_tokens, [90 + i for i in range(batch)]), 3)
+        ids, mask = self._ids(work.prompt_tokens, [98])
+        self.model.generate(input_ids=ids, attention_mask=mask, thinker_max_new_tokens=3, thinker_min_new_tokens=3,
+                            thinker_do_sample=False, talker_do_sample=False, talker_max_new_tokens=5,
+                            talker_min_new_tokens=5)                                             # speech warm-up
         ids, mask = self._ids(work.prefill_tokens, [1])
         prefill = median_time(lambda: self.model.thinker(input_ids=ids, attention_mask=mask, use_cache=True),
                               work.repeats, self.sync)

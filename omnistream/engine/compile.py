@@ -16,10 +16,15 @@ logger = logging.getLogger(__name__)
 
 
 class MaybeCompiled:
-    """Calls a compiled version of `fn` when enabled and working, else `fn` itself."""
+    """Calls a compiled version of `fn` when enabled and working, else `eager` (default: `fn` itself).
 
-    def __init__(self, fn: Callable[..., Any], enabled: bool, name: str) -> None:
-        self.fn, self.name = fn, name
+    `eager` exists for functions written for the compiler (e.g. a GEMV as a reduction, which inductor fuses
+    into one streaming pass but eager PyTorch would materialise): the fallback then uses the plain kernel.
+    """
+
+    def __init__(self, fn: Callable[..., Any], enabled: bool, name: str,
+                 eager: Callable[..., Any] | None = None) -> None:
+        self.fn, self.name = (eager or fn), name
         self.compiled: Callable[..., Any] | None = None
         if enabled:
             try:
@@ -40,3 +45,9 @@ class MaybeCompiled:
     @property
     def is_compiled(self) -> bool:
         return self.compiled is not None
+
+
+def compile_forward(module: torch.nn.Module, enabled: bool, name: str) -> None:
+    """Route `module(...)` calls through a compiled `forward` (with the same fallback) when enabled."""
+    if enabled and not isinstance(module.forward, MaybeCompiled):
+        module.forward = MaybeCompiled(module.forward, True, name)

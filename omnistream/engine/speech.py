@@ -19,7 +19,7 @@ class SpeechStages:
     def __init__(self, model: torch.nn.Module, omni_config, token_ids, *, num_slots: int, max_len: int,
                  config: EngineConfig) -> None:
         self.talker = TalkerRunner(model.talker, model.thinker, omni_config, token_ids,
-                                   num_slots=num_slots, max_len=max_len)
+                                   num_slots=num_slots, max_len=max_len, compile=config.compile)
         self.code2wav = Code2WavRunner(model.code2wav, first_frames=config.first_audio_frames,
                                        chunk_frames=config.audio_chunk_frames)
 

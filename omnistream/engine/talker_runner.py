@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from omnistream.engine.compile import MaybeCompiled, compile_forward
 from omnistream.engine.request import Request
 from omnistream.engine.sampling import RowSampling, TokenHistory, apply_repetition_penalty, ban_tokens, sample
 from omnistream.engine.thinker_runner import PrefillOutput, request_rng
@@ -50,7 +51,7 @@ class _Row:
 
 class TalkerRunner:
     def __init__(self, talker: torch.nn.Module, thinker: torch.nn.Module, omni_config, token_ids, *,
-                 num_slots: int, max_len: int) -> None:
+                 num_slots: int, max_len: int, compile: bool = False) -> None:
         self.talker, self.thinker = talker, thinker
         self.config = omni_config.talker_config
         weight = talker.codec_head.weight
@@ -75,6 +76,9 @@ class TalkerRunner:
             _, eos, pad = talker.project_text(self.special_embeds).unbind(0)
         self.tts_eos, self.tts_pad = eos, pad
         self.rows: dict[str, _Row] = {}
+        # The code predictor runs Q−1 tiny sequential steps per frame: the first place compile pays off.
+        compile_forward(talker.code_predictor, compile, "code predictor")
+        self._decode_forward = MaybeCompiled(self._decode_step, compile, "talker decode")
 
     # ------------------------------------------------------------------------------------------ prefill
     @torch.no_grad()
@@ -144,11 +148,16 @@ class TalkerRunner:
         lengths = torch.tensor([row.length for row in rows], device=device)
         deltas = torch.tensor([row.rope_delta for row in rows], dtype=torch.float32, device=device)
         positions = (lengths.float() + deltas)[None, :, None].expand(3, -1, 1)       # [3, B, 1]
-        hidden = self.talker(embeds[:, None], positions, cache=self.cache, slots=slots,
-                             cache_positions=lengths[:, None], kv_len=max(row.length for row in rows) + 1)
+        hidden = self._decode_forward(embeds[:, None], positions, slots, lengths[:, None],
+                                      max(row.length for row in rows) + 1)
         for row in rows:
             row.length += 1
         self._sample(requests, rows, hidden[:, 0])
+
+    def _decode_step(self, embeds: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+                     cache_positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        return self.talker(embeds, positions, cache=self.cache, slots=slots, cache_positions=cache_positions,
+                           kv_len=kv_len)
 
     def _text_track(self, rows: list[_Row], text: list[int]) -> torch.Tensor:
         """[B, C]: S[k−1] per row (see the module docstring)."""
