@@ -5,7 +5,8 @@ The model is the tiny random-weight checkpoint from tests/reference.py with the 
 - the thinker's output head only scores ids that decode to whole characters (other rows zeroed), so greedy
   answers are real, deterministic text;
 - the talker's codec head is flattened so each frame ends the speech with probability ~1/33 — answers speak
-  for a few seconds instead of filling the talker cache.
+  for a few seconds instead of filling the talker cache — and it speaks at least 6 frames (generation
+  default `talker_min_new_tokens=6`), so no answer is silent by chance.
 Every test file gets the same server (built once, torn down at exit), started with an API key so auth is on.
 """
 from __future__ import annotations
@@ -103,6 +104,9 @@ def start_server(**settings: object) -> RunningServer:
 
     folder = build_serving_checkpoint(Path(tempfile.mkdtemp(prefix="omnistream-serve-")))
     omni = Omni.from_pretrained(folder, device="cpu", max_num_seqs=16, max_model_len=1024)
+    # A random talker may end its speech at the very first frame; like a real model, always say something.
+    defaults = omni.sampling_params
+    omni.sampling_params = lambda **options: defaults(**{"talker_min_new_tokens": 6, **options})
     client = EngineClient.from_omni(omni, (MODEL, "omnistream"))
     options = {"api_key": API_KEY, "max_body_bytes": MAX_BODY, **settings}
     app = create_app(client, ServerSettings(**options))

@@ -76,7 +76,7 @@ class ResponseRunner:
         self.progress = _Progress()
         self.released = asyncio.Event()
         self.cancel_reason: str | None = None
-        self.finished = asyncio.Event()
+        self.opened = False                     # response.created was sent
         self.task: asyncio.Task | None = None
         if not held:
             self.released.set()
@@ -95,7 +95,8 @@ class ResponseRunner:
             return
         self.cancel_reason = reason
         self.task.cancel()
-        await self.finished.wait()
+        # Wait for the task, not for `finished`: a task cancelled before it ever ran never runs `_run` at all.
+        await asyncio.wait({self.task})
 
     @property
     def active(self) -> bool:
@@ -126,12 +127,14 @@ class ResponseRunner:
         finally:
             if events is not None:
                 await events.aclose()               # aborts the engine request when it is still running
-            if self.released.is_set():
+            if self.released.is_set() and self.opened:
                 self._close()
-            self.finished.set()
+            elif self.released.is_set():
+                self._bare_close()
 
     def _open(self) -> None:
         names = NAMES[self.dialect]
+        self.opened = True
         self.emit({"type": "response.created", "response": self.render(status="in_progress", output=[])})
         self.emit({"type": "response.output_item.added", "response_id": self.id, "output_index": 0,
                    "item": render_item(self.item, self.dialect)})
@@ -185,6 +188,14 @@ class ResponseRunner:
         if self.plan.in_conversation and self.dialect == "ga":
             self.emit({"type": "conversation.item.done", "item": item})
         self.emit({"type": "response.done", "response": self.render(status=status, output=[item])})
+
+    def _bare_close(self) -> None:
+        """A response that ended before it produced anything (cancelled early, bad input): created + done."""
+        status = self.progress.status
+        if status == "in_progress":
+            status = self.progress.status = "cancelled" if self.cancel_reason else "failed"
+        self.emit({"type": "response.created", "response": self.render(status="in_progress", output=[])})
+        self.emit({"type": "response.done", "response": self.render(status=status, output=[])})
 
     # ------------------------------------------------------------------------------------------ shapes
     def render(self, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:

@@ -150,6 +150,32 @@ def test_ga_voice_turn_with_official_client(server):
     assert adopted == 1                                   # the answer was prefilled during the closing silence
 
 
+def test_pause_and_resume_inside_one_append(server):
+    """A short pause starts a held answer; speech resuming in the same append discards it unseen."""
+    async def run():
+        async with official_client(server).realtime.connect(model=MODEL) as conn:
+            s = client_session(conn, "ga")
+            await s.recv()
+            await s.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 4}})
+            await s.until("session.updated")
+            before = dict(server.client.metrics.speculative)
+            words = speech("Hello there.")
+            turn = np.concatenate([silence(0.4), words, silence(0.3), words, silence(1.0)])
+            cut = int((0.4 + 0.3) * 24000) + len(words)
+            lo, hi = cut - int(0.35 * 24000), cut + int(0.6 * 24000)   # the whole pause in one append
+            await s.say(turn[:lo])
+            await s.send({"type": "input_audio_buffer.append", "audio": b64(pcm16(turn[lo:hi]))})
+            await s.say(turn[hi:])
+            done = await s.until("response.done")
+            after = server.client.metrics.speculative
+            return s, done, {k: after[k] - before[k] for k in after}
+
+    s, done, speculative = asyncio.run(run())
+    assert speculative["discarded"] >= 1 and speculative["adopted"] == 1, speculative
+    assert types(s.events).count("response.created") == 1 and done["response"]["status"] == "incomplete"
+    assert types(s.events).count("input_audio_buffer.speech_started") == 1
+
+
 def test_beta_dialect_with_official_client(server):
     async def run():
         async with official_client(server).beta.realtime.connect(model=MODEL) as conn:

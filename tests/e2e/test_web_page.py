@@ -69,9 +69,12 @@ def stats(page) -> dict:
 
 def wait_answer(page, responses: int, timeout_ms: int = 60000) -> None:
     """Until `responses` answers finished and every audio sample they brought has been played out."""
-    page.wait_for_function(f"window.omniStats.responses >= {responses} && window.omniStats.samplesScheduled > 0 "
-                           "&& window.omniStats.samplesPlayed === window.omniStats.samplesScheduled",
-                           timeout=timeout_ms)
+    try:
+        page.wait_for_function(f"window.omniStats.responses >= {responses} && window.omniStats.samplesScheduled > 0"
+                               " && window.omniStats.samplesPlayed === window.omniStats.samplesScheduled",
+                               timeout=timeout_ms)
+    except Exception as error:  # noqa: BLE001 - say what the page saw
+        raise AssertionError(f"no played answer: {page.evaluate('JSON.stringify(window.omniStats)')}") from error
 
 
 def test_type_a_question_and_hear_the_answer(page):
