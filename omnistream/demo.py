@@ -23,13 +23,20 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
         handle.writeframes(pcm.tobytes())
 
 
-def demo_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="omnistream demo", description=__doc__)
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="checkpoint folder (default: the built-in model)")
     parser.add_argument("--out", default="out", help="folder for picture.png, question.wav and answer.wav")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--voice", default="chelsie")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="omnistream demo", description=__doc__)
+    add_demo_arguments(parser)
+    return demo_command(parser.parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def demo_command(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
@@ -63,7 +70,10 @@ def demo_main(argv: list[str] | None = None) -> int:
     chunks: list[np.ndarray] = []
     rate = 24000
     print("answer  : ", end="", flush=True)
-    for event in omni.stream(messages, voice=args.voice, return_audio=omni.has_speech):
+    from omnistream.evaluation.runner import talker_options
+
+    speech_options = talker_options(args.model) if omni.has_speech else {}
+    for event in omni.stream(messages, voice=args.voice, return_audio=omni.has_speech, **speech_options):
         kind = type(event).__name__
         if kind == "TextDelta" and event.text:
             first_text = first_text or time.perf_counter() - start

@@ -61,4 +61,9 @@ def run(argv: list[str]) -> None:
 def finish(assets: str, work: str, out: str) -> None:
     assemble(assets, work, out)
     summary = training_summary(work, STAGE_NOTES)
+    summary["notes"] = ("Trained from nothing on a 2-core CPU shared with other jobs. Minutes are each stage's "
+                        "wall time up to its last checkpoint (stages were restarted from checkpoints to re-plan step "
+                        "counts, and codec, thinker and talker ran side by side; the talker re-read the thinker's "
+                        "latest weights every 50 steps). Steps use batches of 16 (thinker; every 12th batch is 8 "
+                        "videos), 8 (talker) and 6 two-second crops (codec).")
     Path(out, "training.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -10,16 +10,24 @@ from omnistream.evaluation.card import write_model_card
 from omnistream.evaluation.runner import evaluate
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="omnistream eval", description=__doc__)
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `omnistream eval` (the COMMANDS table of omnistream/cli.py)."""
     parser.add_argument("--model", default=None, help="checkpoint folder (default: the built-in model)")
     parser.add_argument("--per-task", type=int, default=40, help="test examples per task")
     parser.add_argument("--speech", type=int, default=30, help="spoken answers to check (0: skip)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--json", default=None, help="write the raw results here")
     parser.add_argument("--card", default=None, help="write a model card (e.g. docs/model-card.md)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="omnistream eval", description=__doc__)
+    add_eval_arguments(parser)
     logging.basicConfig(level=logging.WARNING)
+    return eval_command(parser.parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def eval_command(args: argparse.Namespace) -> int:
     result = evaluate(args.model, per_task=args.per_task, speech=args.speech, seed=args.seed)
     for key, value in result.accuracy.items():
         print(f"{key:32s} {value:6.1%}  (n={result.counts[key]})")

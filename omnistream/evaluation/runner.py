@@ -73,10 +73,29 @@ def evaluate_text(omni: Any, per_task: int, seed: int, result: EvalResult,
     result.text_seconds_per_answer = float(np.mean(seconds)) if seconds else None
 
 
-def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult) -> None:
+def talker_options(folder: str | Path | None) -> dict[str, Any]:
+    """talker_* generation settings the checkpoint's generation_config.json asks for (the engine reads only the
+    thinker's), as Omni.chat options."""
+    from omnistream.api import BUILTIN_MODEL
+
+    path = Path(folder or BUILTIN_MODEL) / "generation_config.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    options: dict[str, Any] = {}
+    if "talker_do_sample" in data and not data["talker_do_sample"]:
+        options["talker_temperature"] = 0.0
+    for key in ("talker_temperature", "talker_top_k", "talker_top_p", "talker_repetition_penalty",
+                "talker_max_new_tokens"):
+        if key in data and key not in options:
+            options[key] = data[key]
+    return options
+
+
+def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
+                    options: dict[str, Any] | None = None) -> None:
     """Spoken answers of `count` test examples: intelligibility WER, RTF and time to first audio."""
     if not omni.has_speech:
         return
+    options = options or {}
     recogniser = Recogniser()
     examples = make_examples("test", count, seed + 1, {t: 1.0 for t in TASKS}, spoken_fraction=0.5)
     pairs, first_audio, rtf = [], [], []
@@ -85,7 +104,8 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult) -> Non
         first = None
         chunks, text = [], ""
         rate = 24000
-        for event in omni.stream(e.messages, voice=e.answer_voice, return_audio=True, max_new_tokens=48):
+        for event in omni.stream(e.messages, voice=e.answer_voice, return_audio=True, max_new_tokens=48,
+                                 **options):
             name = type(event).__name__
             if name == "AudioChunk":
                 if first is None and len(event.samples):
@@ -124,5 +144,5 @@ def evaluate(path: str | Path | None = None, *, per_task: int = 40, speech: int 
     with Omni.from_pretrained(path) as omni:
         evaluate_text(omni, per_task, seed, result, tasks)
         if speech:
-            evaluate_speech(omni, speech, seed, result)
+            evaluate_speech(omni, speech, seed, result, talker_options(path))
     return result

@@ -27,6 +27,20 @@ def load_recipe(path: str | Path):
     return module
 
 
+def add_train_arguments(parser) -> None:
+    """Arguments of `omnistream train` (the COMMANDS table of omnistream/cli.py)."""
+    import argparse
+
+    parser.add_argument("recipe", help="recipe file, e.g. recipes/builtin.py")
+    parser.add_argument("recipe_args", nargs=argparse.REMAINDER, help="options passed to the recipe's run()")
+
+
+def train_command(args) -> int:
+    logging.getLogger().setLevel(logging.INFO)
+    load_recipe(args.recipe).run(list(args.recipe_args))
+    return 0
+
+
 def train_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
