@@ -7,8 +7,14 @@ Each client sends a streamed chat completion with spoken output (PCM16) and reco
 The server is started here in its own process (so client and server do not share a GIL), or `--url` points
 at one already running.
 
+`--realtime` measures voice turns instead: each session streams espeak-ng speech over WS /v1/realtime at
+real-time pace (100 ms chunks) and records the time from the end of the speech (its last chunk sent) to the
+first audio of the answer — the latency a talking user feels. `--no-early-prefill` starts the server without
+the held answer at the first pause, for comparison.
+
     python -m benchmarks.load --model PATH --clients 16 --requests 32
     python -m benchmarks.load --url http://127.0.0.1:8000 --api-key KEY --clients 8
+    python -m benchmarks.load --model PATH --realtime --clients 4 [--no-early-prefill]
 """
 from __future__ import annotations
 
@@ -93,6 +99,84 @@ async def run_load(url: str, api_key: str | None, model: str, clients: int, requ
         return samples, time.perf_counter() - start
 
 
+def espeak_pcm16(text: str, rate: int = 24000) -> bytes:
+    """Speech from espeak-ng as PCM16 at `rate` (the realtime input format)."""
+    import io
+    import wave
+
+    import numpy as np
+
+    from omnistream.server.audio_codecs import StreamResampler, float_to_pcm16
+
+    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
+    with wave.open(io.BytesIO(wav)) as w:
+        native = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+    resampler = StreamResampler(native, rate)
+    return float_to_pcm16(np.concatenate([resampler.push(samples), resampler.flush()]))
+
+
+async def realtime_turns(url: str, api_key: str | None, model: str, turns: int, max_tokens: int,
+                         speech: bytes) -> list[float]:
+    """One realtime session: `turns` spoken questions; end of speech → first answer audio, seconds each.
+
+    Audio is sent at real-time pace while a reader takes the server's events, as a microphone client does.
+    """
+    import websockets
+
+    chunk = 2400 * 2                                              # 100 ms of 24 kHz PCM16
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    ws_url = url.replace("http", "ws", 1) + f"/v1/realtime?model={model}"
+    latencies: list[float] = []
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "max_output_tokens": max_tokens}}))
+        for _ in range(turns):
+            spoken_at: list[float] = []
+            answered = asyncio.get_running_loop().create_future()
+
+            async def read() -> None:
+                first_audio = None
+                while True:
+                    event = json.loads(await ws.recv())
+                    if event["type"] == "response.output_audio.delta" and first_audio is None:
+                        first_audio = time.perf_counter()
+                    elif event["type"] == "error":
+                        raise RuntimeError(event["error"]["message"])
+                    elif event["type"] == "response.done":
+                        answered.set_result(first_audio)
+                        return
+
+            reader = asyncio.create_task(read())
+            audio = bytes(chunk * 3) + speech + bytes(chunk * 12)
+            speech_end_chunk = (chunk * 3 + len(speech)) // chunk
+            start = time.perf_counter()
+            for i in range(0, len(audio), chunk):
+                if answered.done():
+                    break
+                await ws.send(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(audio[i:i + chunk]).decode()}))
+                if i // chunk == speech_end_chunk:
+                    spoken_at.append(time.perf_counter())
+                await asyncio.sleep(max(0.0, start + (i // chunk + 1) * 0.1 - time.perf_counter()))
+            await reader
+            first_audio = answered.result()
+            if first_audio is not None and spoken_at:
+                latencies.append(first_audio - spoken_at[0])
+    return latencies
+
+
+async def run_realtime(url: str, api_key: str | None, model: str, sessions: int, turns: int,
+                       max_tokens: int) -> list[float]:
+    speech = espeak_pcm16("What color is the circle next to the blue square?")
+    if sessions == 1:
+        await realtime_turns(url, api_key, model, 1, max_tokens, speech)       # warm-up
+    results = await asyncio.gather(*(realtime_turns(url, api_key, model, turns, max_tokens, speech)
+                                     for _ in range(sessions)))
+    return [x for r in results for x in r]
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(v for v in values if v is not None)
     if not values:
@@ -123,12 +207,13 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
         print(f"{label:26}" + "".join(f"{fmt.format(rows[n][key]):>16}" for n in names))
 
 
-def start_server(model: str | None, device: str, max_num_seqs: int, key: str) -> tuple[subprocess.Popen, str]:
+def start_server(model: str | None, device: str, max_num_seqs: int, key: str,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "omnistream.server.cli", "--port", str(port), "--device", device,
-           "--max-num-seqs", str(max_num_seqs), "--api-key", key, "--log-level", "warning"]
+           "--max-num-seqs", str(max_num_seqs), "--api-key", key, "--log-level", "warning", *extra]
     if model:
         cmd += ["--model", model]
     log = tempfile.NamedTemporaryFile(prefix="omnistream-load-", suffix=".log", delete=False)
@@ -159,26 +244,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-requests", type=int, default=4, help="requests in the one-client run")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--voice", default="ethan")
+    parser.add_argument("--realtime", action="store_true", help="spoken turns over WS /v1/realtime instead")
+    parser.add_argument("--turns", type=int, default=3, help="realtime: turns per session")
+    parser.add_argument("--no-early-prefill", action="store_true", help="realtime: start the server without it")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     proc = None
     url, key = args.url, args.api_key
     if url is None:
         key = key or "load-benchmark"
-        proc, url = start_server(args.model, args.device, max(args.clients, 1), key)
+        extra = ("--no-early-prefill",) if args.no_early_prefill else ()
+        proc, url = start_server(args.model, args.device, max(args.clients, 1), key, extra)
     try:
         model = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {key}"} if key else {},
                           timeout=30).json()["data"][0]["id"]
         rows = {}
         for clients, requests in ((1, args.single_requests), (args.clients, args.requests or 2 * args.clients)):
+            name = f"{clients} {'session' if args.realtime else 'client'}{'s' if clients > 1 else ''}"
+            if args.realtime:
+                latencies = asyncio.run(run_realtime(url, key, model, clients, args.turns, args.max_tokens))
+                rows[name] = {"turns": len(latencies), "speech_end_to_audio_p50_ms": 1000 * percentile(latencies, 50),
+                              "speech_end_to_audio_p90_ms": 1000 * percentile(latencies, 90)}
+                continue
             samples, wall = asyncio.run(run_load(url, key, model, clients, requests, args.max_tokens, args.voice))
-            rows[f"{clients} client{'s' if clients > 1 else ''}"] = summarize(samples, wall)
+            rows[name] = summarize(samples, wall)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif args.realtime:
+        print(f"{'':34}" + "".join(f"{n:>14}" for n in rows))
+        for key, label in (("turns", "turns"), ("speech_end_to_audio_p50_ms", "end of speech → audio p50, ms"),
+                           ("speech_end_to_audio_p90_ms", "end of speech → audio p90, ms")):
+            print(f"{label:34}" + "".join(f"{rows[n][key]:>14.0f}" for n in rows))
     else:
         print_table(rows)
     return 0

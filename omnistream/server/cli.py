@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="largest HTTP request body")
     parser.add_argument("--allow-remote-media", action="store_true",
                         help="let requests name http(s) media URLs for the server to fetch (off by default)")
+    parser.add_argument("--no-early-prefill", action="store_true",
+                        help="realtime: wait for the VAD's full silence before starting an answer")
     parser.add_argument("--log-level", default="info")
 
 
@@ -59,7 +61,8 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(host=args.host, port=args.port, api_key=args.api_key,
                               served_model_name=args.served_model_name,
                               max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                              allow_remote_media=args.allow_remote_media, log_level=args.log_level)
+                              allow_remote_media=args.allow_remote_media, log_level=args.log_level,
+                              realtime_early_prefill=not args.no_early_prefill)
     logger.info("loading %s", args.model or "the built-in model")
     options: dict[str, Any] = {"max_num_seqs": args.max_num_seqs}
     if args.max_model_len is not None:

@@ -215,7 +215,8 @@ class RealtimeConnection:
             await self._discard_speculation()
             if td is not None and td.interrupt_response and self.response is not None and self.response.active:
                 await self.response.cancel("turn_detected")          # barge-in
-        elif vad.kind == "speech_paused" and td is not None and td.create_response:
+        elif vad.kind == "speech_paused" and td is not None and td.create_response \
+                and self.settings.realtime_early_prefill:
             await self._speculate(vad.sample)
         elif vad.kind == "speech_resumed":
             await self._discard_speculation()

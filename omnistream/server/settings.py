@@ -17,6 +17,7 @@ class ServerSettings:
     allow_remote_media: bool = False          # fetch http(s) media URLs named in requests
     realtime_max_buffer_s: float = 300.0      # input audio one realtime turn may hold
     realtime_max_items: int = 512             # conversation items one realtime session may hold
+    realtime_early_prefill: bool = True       # start the answer (held) at the first pause of a VAD turn
     log_level: str = "info"
 
     def __post_init__(self) -> None:
