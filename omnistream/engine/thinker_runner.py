@@ -65,8 +65,10 @@ class ThinkerRunner:
         self.eos_token_ids = eos_token_ids
         self.capture_layer = capture_layer
         self.rows: dict[str, _Row] = {}
-        self._decode_forward = MaybeCompiled(partial(self._decode_step, fused_head=True), compile,
-                                             "thinker decode", eager=self._decode_step)
+        # On CPU the compiled step also fuses the lm_head GEMV (see _decode_step); on CUDA cuBLAS is already
+        # at bandwidth for it.
+        fused = partial(self._decode_step, fused_head=self.device.type == "cpu")
+        self._decode_forward = MaybeCompiled(fused, compile, "thinker decode", eager=self._decode_step)
 
     # ------------------------------------------------------------------------------------------ prefill
     @torch.no_grad()
