@@ -36,7 +36,7 @@ from omnistream.engine.speech import SpeechStages
 from omnistream.engine.text_stream import TextStream
 from omnistream.engine.thinker_runner import ThinkerRunner
 from omnistream.engine.validation import resolve_request
-from omnistream.errors import OmnistreamError
+from omnistream.errors import OmnistreamError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class Engine:
     def add_request(self, inputs: object, params: SamplingParams | None = None,
                     request_id: str | None = None) -> Request:
         """Validate and queue a request. Raises (RequestError, LimitExceeded, CapacityError) before any compute."""
+        if request_id is not None and request_id in self._live:
+            raise RequestError(f"request id {request_id!r} is already in use", param="request_id")
         request = resolve_request(self, inputs, params or self.defaults.sampling_params(),
                                   request_id or new_request_id())
         self.scheduler.add(request)

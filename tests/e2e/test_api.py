@@ -99,6 +99,14 @@ def test_bad_requests_fail_before_any_compute(omni, options, param, error):
     assert omni.engine.num_steps == steps and not omni.engine.has_work
 
 
+def test_duplicate_request_id_is_rejected(omni):
+    stream = omni.stream(conversations()["short"], request_id="same", max_new_tokens=200, return_audio=False)
+    with pytest.raises(RequestError) as info:
+        omni.stream(conversations()["short"], request_id="same")
+    assert info.value.param == "request_id"
+    assert isinstance(list(stream)[-1], Done)
+
+
 def test_prompt_beyond_the_context_is_rejected(omni):
     long = [{"role": "user", "content": "Hello world! " * 200}]
     with pytest.raises(LimitExceeded):
