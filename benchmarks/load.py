@@ -136,7 +136,7 @@ async def realtime_turns(url: str, api_key: str | None, model: str, turns: int, 
             spoken_at: list[float] = []
             answered = asyncio.get_running_loop().create_future()
 
-            async def read() -> None:
+            async def read(answered: asyncio.Future = answered) -> None:
                 first_audio = None
                 while True:
                     event = json.loads(await ws.recv())

@@ -33,7 +33,7 @@ class Histogram:
 
     def lines(self, name: str) -> Iterable[str]:
         running = 0
-        for bound, n in zip(self.buckets, self.counts):
+        for bound, n in zip(self.buckets, self.counts, strict=True):
             running += n
             yield f'{name}_bucket{{le="{bound:g}"}} {running}'
         yield f'{name}_bucket{{le="+Inf"}} {self.count}'

@@ -21,35 +21,21 @@ from typing import Any
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from omnistream.server.audio_codecs import StreamResampler, decode_base64
+from omnistream.server.audio_codecs import StreamResampler
 from omnistream.server.engine_client import EngineClient
 from omnistream.server.errors import APIError, from_exception, unsupported
 from omnistream.server.realtime_conversation import (
     VAD_RATE, Conversation, Item, Part, new_id, parse_item, render_item, to_messages, truncate,
 )
-from omnistream.server.realtime_input import InputAudioBuffer
+from omnistream.server.realtime_input import InputAudioBuffer, parse_event, pcm16_payload
 from omnistream.server.realtime_response import NAMES, ResponsePlan, ResponseRunner
 from omnistream.server.realtime_session import SessionConfig, apply_update, looks_beta, render_session, \
     response_config
 from omnistream.server.settings import ServerSettings
-from omnistream.server.vad import SileroVAD, VADEvent
+from omnistream.server.vad import VADEvent, shared_model
 
 logger = logging.getLogger(__name__)
 MIN_COMMIT_MS = 100
-_VAD_MODEL: SileroVAD | None = None
-
-
-def vad_model() -> SileroVAD | None:
-    """The VAD network, loaded once per process (stateless; each connection keeps its own state)."""
-    global _VAD_MODEL
-    if _VAD_MODEL is None:
-        try:
-            _VAD_MODEL = SileroVAD.load()
-        except ImportError:
-            logger.warning("silero-vad is not installed: realtime server VAD is off (manual commit only)")
-    return _VAD_MODEL
-
-
 def requested_dialect(ws: WebSocket) -> str | None:
     explicit = ws.query_params.get("dialect")
     if explicit in ("ga", "beta"):
@@ -75,7 +61,7 @@ class RealtimeConnection:
                                     output_modalities=("audio",) if info.has_speech else ("text",))
         self.session_version = 0
         self.conversation = Conversation(settings.realtime_max_items)
-        self.buffer = InputAudioBuffer(self.config.input_rate, settings.realtime_max_buffer_s, vad_model(),
+        self.buffer = InputAudioBuffer(self.config.input_rate, settings.realtime_max_buffer_s, shared_model(),
                                        self.config.turn_detection)
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.response: ResponseRunner | None = None
@@ -143,7 +129,7 @@ class RealtimeConnection:
                 return
             event_id = None
             try:
-                event = _parse(message)
+                event = parse_event(message)
                 event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
                 await self._dispatch(event)
             except APIError as error:
@@ -186,7 +172,7 @@ class RealtimeConnection:
 
     # ------------------------------------------------------------------------------------------ input audio
     async def on_append(self, event: dict[str, Any]) -> None:
-        data = _b64(event.get("audio"), "audio")
+        data = pcm16_payload(event.get("audio"), "audio")
         for vad_event in self.buffer.append(data):
             await self._on_vad(vad_event)
 
@@ -382,30 +368,3 @@ _HANDLERS = {
     "response.create": RealtimeConnection.on_response_create,
     "response.cancel": RealtimeConnection.on_response_cancel,
 }
-
-
-def _parse(message: dict[str, Any]) -> dict[str, Any]:
-    text = message.get("text")
-    if text is None:
-        raise APIError(400, "Binary frames are not part of the protocol; send JSON text events.", param=None,
-                       code="invalid_event")
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise APIError(400, f"The event is not valid JSON ({e}).", param=None, code="invalid_json") from None
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise APIError(400, "An event must be a JSON object with a string 'type'.", param="type",
-                       code="invalid_event")
-    return event
-
-
-def _b64(value: Any, param: str) -> bytes:
-    try:
-        data = decode_base64(value, param)
-    except Exception:  # noqa: BLE001
-        raise APIError(400, f"Invalid value for '{param}': not valid base64.", param=param,
-                       code="invalid_value") from None
-    if len(data) % 2:
-        raise APIError(400, f"Invalid value for '{param}': PCM16 needs an even number of bytes.", param=param,
-                       code="invalid_value")
-    return data

@@ -7,9 +7,12 @@ dropped, so an idle open microphone costs no memory.
 """
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 
-from omnistream.server.audio_codecs import StreamResampler, pcm16_to_float
+from omnistream.server.audio_codecs import StreamResampler, decode_base64, pcm16_to_float
 from omnistream.server.errors import APIError
 from omnistream.server.vad import SAMPLE_RATE, SileroVAD, SpeechProbabilities, TurnDetection, TurnDetector, VADEvent
 
@@ -83,3 +86,32 @@ class InputAudioBuffer:
         self.drop_before(self.end)
         if self.detector is not None:
             self.detector.reset()
+
+
+def parse_event(message: dict[str, Any]) -> dict[str, Any]:
+    """A WebSocket message → a client event dict (JSON object with a string `type`), or APIError."""
+    text = message.get("text")
+    if text is None:
+        raise APIError(400, "Binary frames are not part of the protocol; send JSON text events.", param=None,
+                       code="invalid_event")
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise APIError(400, f"The event is not valid JSON ({e}).", param=None, code="invalid_json") from None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise APIError(400, "An event must be a JSON object with a string 'type'.", param="type",
+                       code="invalid_event")
+    return event
+
+
+def pcm16_payload(value: Any, param: str) -> bytes:
+    """Base64 PCM16 from an event field (strict base64, even byte count), or APIError naming the field."""
+    try:
+        data = decode_base64(value, param)
+    except Exception:  # noqa: BLE001
+        raise APIError(400, f"Invalid value for '{param}': not valid base64.", param=param,
+                       code="invalid_value") from None
+    if len(data) % 2:
+        raise APIError(400, f"Invalid value for '{param}': PCM16 needs an even number of bytes.", param=param,
+                       code="invalid_value")
+    return data

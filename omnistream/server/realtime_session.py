@@ -285,8 +285,9 @@ def render_session(config: SessionConfig, dialect: str, session_id: str, expires
     common = {"id": session_id, "object": "realtime.session", "expires_at": expires_at,
               "instructions": config.instructions, "tools": [], "tool_choice": "auto", "tracing": None}
     if dialect == "ga":
-        return {**common, "type": "realtime", "model": config.model, "output_modalities": list(config.output_modalities),
-                "max_output_tokens": tokens, "truncation": "auto", "prompt": None, "include": None,
+        return {**common, "type": "realtime", "model": config.model,
+                "output_modalities": list(config.output_modalities), "max_output_tokens": tokens,
+                "truncation": "auto", "prompt": None, "include": None,
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": config.input_rate},
                                     "transcription": None, "noise_reduction": None,
                                     "turn_detection": _vad_dict(config.turn_detection, ga=True)},

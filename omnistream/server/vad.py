@@ -12,6 +12,7 @@ end below `threshold - 0.15` for `silence_duration_ms`).
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 WINDOW = 512           # samples per probability (32 ms)
 CONTEXT = 64           # left context the network sees in front of each window
@@ -70,6 +72,20 @@ class SileroVAD(nn.Module):
         hx, cx = self.lstm_cell(h, (state[0], state[1]))
         prob = torch.sigmoid(self.final_conv(torch.relu(hx).unsqueeze(-1)))  # [B, 1, 1]
         return prob.reshape(-1), torch.stack([hx, cx])
+
+
+_SHARED: SileroVAD | None = None
+
+
+def shared_model() -> SileroVAD | None:
+    """The VAD network, loaded once per process (stateless; each connection keeps its own state)."""
+    global _SHARED
+    if _SHARED is None:
+        try:
+            _SHARED = SileroVAD.load()
+        except ImportError:
+            logger.warning("silero-vad is not installed: realtime server VAD is off (manual commit only)")
+    return _SHARED
 
 
 class SpeechProbabilities:

@@ -310,7 +310,8 @@ def test_barge_in_truncate_and_second_turn(server):
     assert truncated["audio_end_ms"] == heard_ms and full.startswith(kept) and len(kept) <= len(full)
     # Turn 2 was conditioned on exactly the kept transcript: removing that item removes its tokens.
     processor = shared_server().omni.processor
-    with_it = [{"role": "user", "content": "x"}, {"role": "assistant", "content": kept}, {"role": "user", "content": "y"}]
+    with_it = [{"role": "user", "content": "x"}, {"role": "assistant", "content": kept},
+               {"role": "user", "content": "y"}]
     without = [with_it[0], with_it[2]]
     n = lambda conv: int(processor(conv).input_ids.shape[1])  # noqa: E731
     second_item = second["response"]["output"][0]
