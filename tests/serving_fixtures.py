@@ -94,7 +94,8 @@ def shared_server() -> RunningServer:
         return _SERVER
 
 
-def start_server(**settings: object) -> RunningServer:
+def start_server(builtin: bool = False, **settings: object) -> RunningServer:
+    """A server on a free loopback port: the tiny test model, or the built-in model with `builtin=True`."""
     import uvicorn
 
     from omnistream.api import Omni
@@ -102,12 +103,18 @@ def start_server(**settings: object) -> RunningServer:
     from omnistream.server.engine_client import EngineClient
     from omnistream.server.settings import ServerSettings
 
-    folder = build_serving_checkpoint(Path(tempfile.mkdtemp(prefix="omnistream-serve-")))
-    omni = Omni.from_pretrained(folder, device="cpu", max_num_seqs=16, max_model_len=1024)
-    # A random talker may end its speech at the very first frame; like a real model, always say something.
-    defaults = omni.sampling_params
-    omni.sampling_params = lambda **options: defaults(**{"talker_min_new_tokens": 6, **options})
-    client = EngineClient.from_omni(omni, (MODEL, "omnistream"))
+    folder = Path(tempfile.mkdtemp(prefix="omnistream-serve-"))
+    if builtin:
+        omni = Omni.from_pretrained(None, device="cpu", max_num_seqs=16)
+        names: tuple[str, ...] = ("omnistream-builtin", "omnistream")
+    else:
+        omni = Omni.from_pretrained(build_serving_checkpoint(folder), device="cpu", max_num_seqs=16,
+                                    max_model_len=1024)
+        # A random talker may end its speech at the very first frame; like a real model, always say something.
+        defaults = omni.sampling_params
+        omni.sampling_params = lambda **options: defaults(**{"talker_min_new_tokens": 6, **options})
+        names = (MODEL, "omnistream")
+    client = EngineClient.from_omni(omni, names)
     options = {"api_key": API_KEY, "max_body_bytes": MAX_BODY, **settings}
     app = create_app(client, ServerSettings(**options))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
