@@ -8,8 +8,12 @@ Routes: `/` (the web page), `/static/*`, `/health`, `/metrics`, `GET /v1/models[
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ JSON_TYPES = ("application/json",)
 
 
 def create_app(client: EngineClient, settings: ServerSettings) -> FastAPI:
-    app = FastAPI(title="omnistream", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="omnistream", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan)
     app.state.client, app.state.settings = client, settings
     app.state.audio_memory = AudioMemory()
     _add_error_handlers(app)
@@ -45,6 +49,18 @@ def create_app(client: EngineClient, settings: ServerSettings) -> FastAPI:
     app.add_middleware(AuthMiddleware, api_key=settings.api_key)
     app.add_middleware(CountingMiddleware, metrics=client.metrics)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Worker threads for media decoding and engine submission: asyncio's default pool is only cpu + 4 wide,
+    which would queue concurrent requests behind one another's decoding."""
+    executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="omnistream-worker")
+    asyncio.get_running_loop().set_default_executor(executor)
+    try:
+        yield
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _add_routes(app: FastAPI, client: EngineClient, settings: ServerSettings) -> None:

@@ -160,6 +160,11 @@ class RealtimeConnection:
         return render_session(self.config, self.dialect, self.session_id, self.expires_at)
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        model = session.get("model") if isinstance(session, dict) else None
+        if model is not None and model not in self.client.info.names:
+            raise APIError(400, f"Invalid value for 'session.model': this server serves '{self.client.info.name}', "
+                                f"not {model!r}.", param="session.model", code="model_not_found")
         config = apply_update(self.config, event.get("session"), self.dialect, self.client.info.voices)
         if config.speaks and not self.client.info.has_speech:
             raise APIError(400, "This model answers in text only; output modalities must be [\"text\"].",

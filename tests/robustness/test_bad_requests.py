@@ -221,6 +221,8 @@ def test_realtime_bad_events_keep_the_session(server, http):
                                 "content": [{"type": "text", "text": "beta part in GA"}]}}, "invalid_value",
                                "item.content.0.type")
             await expect_error({"type": "output_audio_buffer.clear"}, "unsupported_parameter")
+            await expect_error({"type": "session.update", "session": {"type": "realtime", "model": "gpt-realtime"}},
+                               "model_not_found", "session.model")
             # The session still works after all of that.
             await ws.send(json.dumps({"type": "conversation.item.create", "item": {
                 "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello"}]}}))
