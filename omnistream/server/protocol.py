@@ -228,6 +228,8 @@ class ChatCompletionRequest(Strict):
         for name in ("reasoning_effort", "prediction", "web_search_options", "verbosity"):
             if getattr(self, name) is not None:
                 raise unsupported(name)
+        if self.stream_options is not None and not self.stream:
+            raise bad_request("'stream_options' is only allowed when 'stream' is true.", "stream_options")
         if self.stop is not None:
             stops = [self.stop] if isinstance(self.stop, str) else self.stop
             if len(stops) > 4 or any(not s for s in stops):

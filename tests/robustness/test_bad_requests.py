@@ -90,6 +90,7 @@ def test_oversize_body(http):
     ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_parameter"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value"),
     ({"mystery": 1}, "mystery", "unknown_parameter"),
+    ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
     ({"messages": []}, "messages", "invalid_value"),
     ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role", "invalid_value"),
     ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "messages.0.role",
