@@ -28,6 +28,7 @@ def tiny_checkpoint(tiny_assets, tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["color", "transcribe_digits"])
 def test_teacher_forcing_matches_engine_greedy(tiny_checkpoint, task):
     example = make_examples("train", 1, seed=11, task_mix={task: 1.0}, spoken_fraction=1.0)[0]
