@@ -6,6 +6,7 @@ counts samples whose playback ended). OMNISTREAM_WRITE_SCREENSHOT=1 refreshes do
 """
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serving_fixtures import API_KEY, shared_server, speech, wav_bytes
+from tests.serving_fixtures import API_KEY, png_data_url, shared_server, speech, wav_bytes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -34,6 +35,7 @@ def media(tmp_path_factory):
     mic = np.concatenate([np.zeros(12000, np.float32), speech("Hello, how are you?", 24000),
                           np.zeros(24000 * 8, np.float32)])
     (folder / "mic.wav").write_bytes(wav_bytes(mic, 24000))
+    (folder / "shapes.png").write_bytes(base64.b64decode(png_data_url(96).partition(",")[2]))
     return folder
 
 
@@ -94,13 +96,12 @@ def test_upload_audio_then_screenshot(page, media, tmp_path):
     page.fill("#prompt", "Hello world!")
     page.click("#send")
     wait_answer(page, 1)
-    page.set_input_files("#file", str(media / "question.wav"))
-    page.wait_for_selector("#attachments .chip")
-    assert "question.wav" in page.inner_text("#attachments")
+    page.set_input_files("#file", [str(media / "shapes.png"), str(media / "question.wav")])
+    page.wait_for_function("document.querySelectorAll('#attachments .chip').length === 2")
     page.click("#send")
     wait_answer(page, 2)
     user_messages = page.locator(".msg.user .body").all_inner_texts()
-    assert "attached: question.wav" in user_messages[-1]
+    assert "attached: shapes.png, question.wav" in user_messages[-1]
     assert page.locator(".msg.assistant .body").last.inner_text().strip()
     assert stats(page)["errors"] == []
     # The committed docs/screenshot-page.png is refreshed with OMNISTREAM_WRITE_SCREENSHOT=1 (kept out of
