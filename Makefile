@@ -30,7 +30,7 @@ system-deps:
 
 # Draws a picture, asks the built-in model a spoken question about it, streams the answer, saves the speech.
 demo: system-deps install
-	$(PY) -m omnistream.demo
+	$(PY) -m omnistream.cli demo
 
 test: system-deps install-test
 	$(PY) -m pytest -q -ra

@@ -28,6 +28,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "omnistream.cli:add_chat_arguments", "omnistream.cli:chat_main"),
     "bench": ("benchmark the engine against transformers on random-weight models (tiny / slice shapes)",
               "omnistream.cli:add_bench_arguments", "omnistream.cli:bench_main"),
+    "serve": ("serve the OpenAI chat API with streamed speech, a realtime voice WebSocket and a web page",
+              "omnistream.server.cli:add_arguments", "omnistream.server.cli:run_serve"),
+    "train": ("train a model from a recipe file (recipes/*.py)",
+              "omnistream.train.cli:add_train_arguments", "omnistream.train.cli:train_command"),
+    "eval": ("evaluate a model on a fresh shapes-world test set and write the model card",
+             "omnistream.evaluation.cli:add_eval_arguments", "omnistream.evaluation.cli:eval_command"),
+    "demo": ("draw a picture, ask the built-in model a spoken question about it, stream and save the answer",
+             "omnistream.demo:add_demo_arguments", "omnistream.demo:demo_command"),
 }
 
 
