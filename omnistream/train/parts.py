@@ -67,6 +67,7 @@ def assemble(assets: str | Path, work: str | Path, out: str | Path, dtype: torch
     tmp = out / ".model.tmp"
     save_checkpoint(model, tmp, dtype=dtype)
     (tmp / "model.safetensors").replace(out / "model.safetensors")
+    (out / "model.safetensors").chmod(0o644)  # the temp file was private; the shipped one is data
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 
