@@ -166,6 +166,13 @@ async function sendChat() {
   if (text) content.push({ type: "text", text });
   const shown = addMessage("user", (attachments.length ? "attached: " + attachments.map((a) => a.name).join(", ") + "\n" : "") + text);
   shown.el.dataset.kind = "chat";
+  for (const a of attachments) {                      // thumbnails of attached images
+    if (a.part.type !== "image_url") continue;
+    const img = document.createElement("img");
+    img.src = a.part.image_url.url;
+    img.className = "thumb";
+    shown.el.insertBefore(img, shown.meta);
+  }
   history.push({ role: "user", content });
   attachments = [];
   renderAttachments();
