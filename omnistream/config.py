@@ -434,7 +434,9 @@ class OmniConfig:
 
     def _check_speech_sizes(self) -> None:
         talker, c2w, thinker = self.talker_config, self.code2wav_config, self.thinker_config
-        assert talker is not None and c2w is not None
+        if talker is None or c2w is None:
+            raise ConfigError("enable_audio_output needs both talker_config and code2wav_config",
+                              param="enable_audio_output")
         _check(talker.thinker_hidden_size == thinker.text_config.hidden_size, "talker_config.thinker_hidden_size",
                f"{talker.thinker_hidden_size} != thinker hidden_size {thinker.text_config.hidden_size}")
         _check(1 <= talker.accept_hidden_layer <= thinker.text_config.num_hidden_layers,
