@@ -171,10 +171,7 @@ class Thinker(nn.Module):
     def new_cache(self, num_slots: int, max_len: int, dtype: torch.dtype | None = None,
                   device: torch.device | str | None = None) -> KVCache:
         """A KV cache sized for this decoder."""
-        text = self.config.text_config
-        weight = self.lm_head.weight
-        return KVCache(text.num_hidden_layers, num_slots, text.num_key_value_heads, max_len, text.head_dim,
-                       dtype or weight.dtype, device or weight.device)
+        return KVCache.for_decoder(self.config.text_config, num_slots, max_len, self.lm_head.weight, dtype, device)
 
 
 def _joint_deepstack(visual_mask: torch.Tensor,

@@ -38,6 +38,14 @@ class KVCache:
         self.num_slots = num_slots
         self.max_len = max_len
 
+    @classmethod
+    def for_decoder(cls, cfg, num_slots: int, max_len: int, like: torch.Tensor,
+                    dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> KVCache:
+        """A cache sized for a decoder config (num_hidden_layers, num_key_value_heads, head_dim); dtype and
+        device default to those of `like` (one of the decoder's weights)."""
+        return cls(cfg.num_hidden_layers, num_slots, cfg.num_key_value_heads, max_len, cfg.head_dim,
+                   dtype or like.dtype, device or like.device)
+
     def layer(self, index: int) -> LayerKVCache:
         return self.layers[index]
 
