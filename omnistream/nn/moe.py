@@ -68,7 +68,7 @@ class SparseMoe(nn.Module):
         flat = x.reshape(-1, shape[-1])  # [N, H]
         weights, ids = self.route(flat)
         if path is None:
-            path = "decode" if flat.shape[0] * self.top_k <= self.num_experts else "prefill"
+            path = self.choose_path(flat)
         if path == "decode":
             out = self.decode_path(flat, weights, ids)
         elif path == "prefill":
@@ -78,6 +78,16 @@ class SparseMoe(nn.Module):
         if self.shared_expert is not None:
             out = out + torch.sigmoid(self.shared_expert_gate(flat)) * self.shared_expert(flat)
         return out.reshape(shape)
+
+    def choose_path(self, flat: torch.Tensor) -> str:
+        """Gather-bmm for few tokens on accelerators and under torch.compile (no host sync, graph-friendly;
+        compile fuses the gather into the reduction). Eager on CPU the grouped path wins at every batch
+        size: `F.linear` on each selected expert's weight *view* streams it once, while the gather first
+        copies N·K expert matrices (measured on the slice widths, bf16, 1 thread: 11 ms vs 58 ms per layer
+        at N=1, 64 ms vs 600 ms at N=8). Both read only the selected experts."""
+        if flat.device.type == "cpu" and not torch.compiler.is_compiling():
+            return "prefill"
+        return "decode" if flat.shape[0] * self.top_k <= self.num_experts else "prefill"
 
     def decode_path(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Gather the N·K selected experts and run them as one batched matmul: x [N, H] → [N, H]."""

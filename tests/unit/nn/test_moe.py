@@ -43,27 +43,31 @@ def test_paths_match_naive(experts, top_k, norm, shared, path):
 
 
 def test_path_choice_by_tokens_times_k():
+    """Off the CPU (here: tensors on `meta`) the gather path serves N·K ≤ E; eager CPU always groups."""
     moe = _moe(experts=8, top_k=2)
+    assert moe.choose_path(torch.empty(4, 16, device="meta")) == "decode"    # 4·2 = 8 ≤ 8
+    assert moe.choose_path(torch.empty(5, 16, device="meta")) == "prefill"   # 10 > 8
+    assert moe.choose_path(torch.empty(1, 16)) == "prefill"
     calls = []
     moe.decode_path = lambda *a: calls.append("decode") or torch.zeros(a[0].shape)
     moe.prefill_path = lambda *a: calls.append("prefill") or torch.zeros(a[0].shape)
     with torch.no_grad():
-        moe(torch.randn(1, 4, 16))   # 4·2 = 8 ≤ 8
-        moe(torch.randn(1, 5, 16))   # 10 > 8
-    assert calls == ["decode", "prefill"]
+        moe(torch.randn(1, 1, 16))
+    assert calls == ["prefill"]
 
 
-def test_decode_path_reads_only_selected_experts():
-    """Poison every unselected expert with NaN: the decode path must not touch them."""
+@pytest.mark.parametrize("path", ["decode", "prefill"])
+def test_decode_path_reads_only_selected_experts(path):
+    """Poison every unselected expert with NaN: neither path may touch them."""
     moe = _moe(experts=8, top_k=2)
     x = torch.randn(1, 16)
     with torch.no_grad():
-        expected = moe(x, path="decode")
+        expected = moe(x, path=path)
         _, ids = moe.route(x)
         unused = sorted(set(range(8)) - set(ids.flatten().tolist()))
         moe.experts.gate_up_proj[unused] = float("nan")
         moe.experts.down_proj[unused] = float("nan")
-        out = moe(x, path="decode")
+        out = moe(x, path=path)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
