@@ -149,3 +149,18 @@ def load_reference(folder: str | Path):
     if model.config.enable_audio_output:
         model.talker.config.audio_config = model.config.thinker_config.audio_config
     return model.eval()
+
+
+def load_component(folder: str | Path, build, key_prefix: str, ignore_prefixes: tuple[str, ...]):
+    """Load one omnistream component from a saved checkpoint through our loader, float32, eval mode.
+
+    `build(config: OmniConfig) -> nn.Module` constructs it (on meta); only tensors under `key_prefix` are read.
+    """
+    from omnistream.checkpoint import load_checkpoint, params_on_meta
+    from omnistream.config import OmniConfig
+
+    config = OmniConfig.from_file(folder)
+    with params_on_meta():
+        model = build(config)
+    load_checkpoint(model, folder, torch.float32, key_prefix=key_prefix, ignore_prefixes=ignore_prefixes)
+    return model.eval()

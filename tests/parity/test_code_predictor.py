@@ -6,10 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnistream.checkpoint import load_checkpoint, params_on_meta
-from omnistream.config import OmniConfig
 from omnistream.models.talker import Talker
-from tests.reference import build_reference_checkpoint, tiny_config
+from tests.reference import build_reference_checkpoint, tiny_config, load_component
 
 pytestmark = pytest.mark.parity
 
@@ -21,11 +19,7 @@ CONFIGS = {
 
 
 def load_talker(folder) -> Talker:
-    cfg = OmniConfig.from_file(folder).talker_config
-    with params_on_meta():
-        model = Talker(cfg)
-    load_checkpoint(model, folder, torch.float32, key_prefix="talker.", ignore_prefixes=("thinker.", "code2wav."))
-    return model.eval()
+    return load_component(folder, lambda config: Talker(config.talker_config), "talker.", ("thinker.", "code2wav."))
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))

@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from omnistream.checkpoint import load_checkpoint, params_on_meta
 from omnistream.config import OmniConfig
 from omnistream.errors import OmniInputError, RequestError
 from omnistream.inputs.positions import rope_index
 from omnistream.inputs.settings import TokenIds
 from omnistream.models.talker import Talker, TalkerPromptIds, build_talker_prompt, user_turn_positions
-from tests.reference import IDS, build_reference_checkpoint, tiny_config
+from tests.reference import IDS, build_reference_checkpoint, tiny_config, load_component
 
 pytestmark = pytest.mark.parity
 
@@ -25,11 +24,7 @@ CONFIGS = {
 
 
 def load_talker(folder) -> Talker:
-    cfg = OmniConfig.from_file(folder).talker_config
-    with params_on_meta():
-        model = Talker(cfg)
-    load_checkpoint(model, folder, torch.float32, key_prefix="talker.", ignore_prefixes=("thinker.", "code2wav."))
-    return model.eval()
+    return load_component(folder, lambda config: Talker(config.talker_config), "talker.", ("thinker.", "code2wav."))
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
