@@ -143,7 +143,8 @@ def train(module: nn.Module, loss_fn: LossFn, data: Callable[[int], Iterator[dic
     module.train()
     bar = tqdm(total=cfg.steps, initial=state.step, desc=Path(cfg.out_dir).name, dynamic_ncols=True,
                mininterval=5.0)
-    start, window_t, window_n = time.time(), time.time(), 0
+    start = run_start = window_t = time.time()
+    window_n = 0
     batches = data(state.step)
     while state.step < cfg.steps:
         batch = next(batches)
@@ -174,7 +175,7 @@ def train(module: nn.Module, loss_fn: LossFn, data: Callable[[int], Iterator[dic
             module.train()
             state.evals.append({"step": state.step, **result})
             logger.info("eval at step %d: %s", state.step, result)
-        out_of_time = cfg.max_minutes and (time.time() - start) > cfg.max_minutes * 60
+        out_of_time = cfg.max_minutes and (time.time() - run_start) > cfg.max_minutes * 60
         if state.step % cfg.ckpt_every == 0 or state.step == cfg.steps or out_of_time:
             state.seconds += time.time() - start
             start = time.time()
