@@ -8,19 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
-
-def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(pcm.tobytes())
+from omnistream.cli import write_wav
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +48,7 @@ def demo_command(args: argparse.Namespace) -> int:
     Image.fromarray(picture).save(out / "picture.png")
     voice = held_out_voices()[int(rng.integers(len(held_out_voices())))]
     question = synthesize(qa.question, SpeechParams(voice=voice.name, rate=160, pitch=50))
-    _write_wav(out / "question.wav", question, INPUT_SAMPLE_RATE)
+    write_wav(out / "question.wav", question, INPUT_SAMPLE_RATE)
     print(f"picture : {out / 'picture.png'}  ({', '.join(f'{s.color} {s.kind}' for s in scene.left_to_right())})")
     print(f"question: \"{qa.question}\" spoken by espeak-ng {voice.name} -> {out / 'question.wav'}")
 
@@ -91,7 +83,7 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"first text {1000 * (first_text or total):.0f} ms", end="")
     if chunks:
         audio = np.concatenate(chunks)
-        _write_wav(out / "answer.wav", audio, rate)
+        write_wav(out / "answer.wav", audio, rate)
         seconds = audio.size / rate
         print(f", first audio {1000 * (first_audio or total):.0f} ms, {seconds:.2f} s of speech in {total:.2f} s "
               f"(real-time factor {total / max(seconds, 1e-9):.2f}) -> {out / 'answer.wav'}")
