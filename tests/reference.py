@@ -164,3 +164,12 @@ def load_component(folder: str | Path, build, key_prefix: str, ignore_prefixes: 
         model = build(config)
     load_checkpoint(model, folder, torch.float32, key_prefix=key_prefix, ignore_prefixes=ignore_prefixes)
     return model.eval()
+
+
+def assert_relative_parity(got: torch.Tensor, want: torch.Tensor, tolerance: float = 1e-5) -> float:
+    """max|got − want| ≤ tolerance · max|want|; returns the relative error for reporting."""
+    assert got.shape == want.shape
+    scale = want.abs().max().item()
+    error = (got - want).abs().max().item()
+    assert error <= tolerance * scale, f"max abs error {error:.3g} vs output scale {scale:.3g}"
+    return error / scale

@@ -9,11 +9,10 @@ import torch
 from omnistream.checkpoint import load_checkpoint, params_on_meta
 from omnistream.config import AudioEncoderConfig
 from omnistream.models.audio_encoder import AudioEncoder, audio_token_count, plan_chunks
-from tests.reference import build_reference_checkpoint, load_reference, tiny_config
+from tests.reference import assert_relative_parity, build_reference_checkpoint, load_reference, tiny_config
 
 pytestmark = pytest.mark.parity
 
-TOLERANCE = 1e-5  # max abs error relative to the largest reference output
 
 
 def _config(layers: int, heads: int) -> dict:
@@ -51,14 +50,6 @@ def _run_both(ours, reference, lens: list[int]) -> tuple[torch.Tensor, torch.Ten
     return got, want
 
 
-def _assert_parity(got: torch.Tensor, want: torch.Tensor) -> float:
-    assert got.shape == want.shape
-    scale = want.abs().max().item()
-    error = (got - want).abs().max().item()
-    assert error <= TOLERANCE * scale, f"max abs error {error:.3g} vs output scale {scale:.3g}"
-    return error / scale
-
-
 @pytest.mark.parametrize("lens", [
     [37, 137, 300],        # 0.37 s, 1.37 s, 3 s: tails of 37 frames padded to 100 (spec §2.2 trap)
     [950, 37, 880, 300],   # 9.5 s and 8.8 s span two 104-token windows: ragged windows
@@ -70,7 +61,7 @@ def test_matches_reference(encoders, lens):
     ours, reference = encoders
     got, want = _run_both(ours, reference, lens)
     assert got.shape[0] == sum(audio_token_count(n) for n in lens)
-    _assert_parity(got, want)
+    assert_relative_parity(got, want)
 
 
 def test_tail_padding_follows_the_batch(encoders):
@@ -84,7 +75,7 @@ def test_tail_padding_follows_the_batch(encoders):
         batched = ours(feats, torch.tensor([137, 37]))[audio_token_count(137):]  # padded to 100 frames
         ref_alone = reference(short[0], feature_lens=torch.tensor([37])).last_hidden_state
     assert (alone - batched).abs().max() > 1e-4 * alone.abs().max()
-    _assert_parity(alone, ref_alone)
+    assert_relative_parity(alone, ref_alone)
 
 
 def test_windows_and_counts():

@@ -10,11 +10,10 @@ from omnistream.checkpoint import load_checkpoint, params_on_meta
 from omnistream.config import VisionEncoderConfig
 from omnistream.errors import OmniInputError
 from omnistream.models.vision_encoder import VisionEncoder
-from tests.reference import build_reference_checkpoint, load_reference, tiny_config
+from tests.reference import assert_relative_parity, build_reference_checkpoint, load_reference, tiny_config
 
 pytestmark = pytest.mark.parity
 
-TOLERANCE = 1e-5  # max abs error relative to the largest reference output
 
 CONFIGS = {
     "depth2-deepstack0": dict(vision_depth=2, deepstack=(0,)),
@@ -40,14 +39,6 @@ def encoders(request, tmp_path_factory):
     return ours.eval(), reference
 
 
-def _assert_parity(got: torch.Tensor, want: torch.Tensor) -> float:
-    assert got.shape == want.shape
-    scale = want.abs().max().item()
-    error = (got - want).abs().max().item()
-    assert error <= TOLERANCE * scale, f"max abs error {error:.3g} vs output scale {scale:.3g}"
-    return error / scale
-
-
 @pytest.mark.parametrize("grids", [
     [(1, 4, 6), (1, 6, 2), (3, 4, 4)],   # odd images and a 3-slice video: ragged frames
     [(1, 8, 10)],                        # one image, larger than the 4×4 position grid: one segment
@@ -62,10 +53,10 @@ def test_matches_reference(encoders, grids):
         tokens, deepstack = ours(pixels, grid_thw)
         want = reference(pixels, grid_thw=grid_thw)
     assert tokens.shape == (pixels.shape[0] // 4, ours.cfg.out_hidden_size)
-    _assert_parity(tokens, want.pooler_output)
+    assert_relative_parity(tokens, want.pooler_output)
     assert len(deepstack) == len(want.deepstack_features) == len(ours.cfg.deepstack_visual_indexes)
     for got, expected in zip(deepstack, want.deepstack_features):
-        _assert_parity(got, expected)
+        assert_relative_parity(got, expected)
 
 
 def test_images_do_not_interact(encoders):
