@@ -37,6 +37,8 @@ class ThinkerStage:
     freeze_lm: bool = False
     data_seed: int = 0
     workers: int = 1
+    video_every: int = 12      # every n-th batch is a video batch (BatchSource)
+    spoken_pool: int = 3000    # spoken examples encoded once and cycled (BatchSource)
 
 
 def _freeze_lm(thinker: torch.nn.Module) -> None:
@@ -52,7 +54,7 @@ def run_thinker_stage(stage: ThinkerStage, eval_fn: Any = None, threads: int = 1
     if stage.freeze_lm:
         _freeze_lm(thinker)
     source = BatchSource(processor, stage.task_mix, stage.batch_size, stage.data_seed, stage.spoken_fraction,
-                         workers=stage.workers)
+                         workers=stage.workers, video_every=stage.video_every, spoken_pool=stage.spoken_pool)
 
     def checkpoint(module: torch.nn.Module, state: TrainState) -> None:
         save_part(stage.work, "thinker", module)

@@ -1,0 +1,95 @@
+"""Continue training the built-in model from its shipped weights (thinker and talker side by side).
+
+    omnistream train recipes/continue.py thinker [--work runs/cont] [--steps 5000] [--minutes 90] [--lr 1e-3]
+    omnistream train recipes/continue.py talker  [--work runs/cont] [--steps 4000] [--minutes 90] [--lr 5e-4]
+    omnistream train recipes/continue.py finish  [--work runs/cont] [--out omnistream/assets/builtin]
+
+The work folder is seeded with the shipped checkpoint's parts (thinker, talker, code2wav) unless it already
+holds them, so both stages start from the trained model, not from fresh weights. The talker stage also needs
+stage 1's residual VQ (`<work>/rvq.safetensors`, copy it from runs/builtin). Run `thinker` and `talker` as two
+processes at once: the talker re-reads the thinker's latest weights every `reload_every` steps, so it learns
+to speak from the thinker's new hidden states. The codec stays as shipped.
+
+The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
+direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from omnistream.checkpoint import load_checkpoint
+from omnistream.train.loop import TrainConfig
+from omnistream.train.parts import COMPONENTS, fresh_model, save_part, training_summary
+from omnistream.train.talker_stage import TalkerStage, run_talker_stage
+from omnistream.train.thinker_stage import ThinkerStage, run_thinker_stage
+
+logger = logging.getLogger(__name__)
+ASSETS = "omnistream/assets/builtin"
+
+CONTINUE_MIX = {"color": 1.0, "count": 0.6, "shape_of_color": 1.5, "exists": 1.3, "describe": 1.6,
+                "direction": 0.8, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.8}
+STAGE_NOTES = {
+    "thinker_cont": "continued from the shipped weights; mix weighted to the weak tasks, 60% spoken image questions",
+    "talker_cont": "continued from the shipped weights against the continuing thinker (re-read every 50 steps)",
+}
+CONTINUE_NOTE = ("The *_cont stages continued from the shipped weights with a lower learning rate (thinker 1e-3, talker "
+                 "5e-4, 50 warmup steps, cosine decay) as two single-threaded processes side by side "
+                 "(`omnistream train recipes/continue.py thinker|talker`); their steps and minutes add to the rows above.")
+
+
+def seed_work(assets: str, work: str) -> None:
+    """Write the shipped checkpoint's parts into `work` (only those not already there)."""
+    missing = [n for n in COMPONENTS if not (Path(work) / f"{n}.safetensors").is_file()]
+    if not missing:
+        return
+    model = fresh_model(assets)
+    load_checkpoint(model, assets, dtype=torch.float32)
+    for name in missing:
+        save_part(work, name, getattr(model, name))
+    logger.info("seeded %s with the shipped %s", work, missing)
+
+
+def run(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="omnistream train recipes/continue.py")
+    parser.add_argument("part", choices=("thinker", "talker", "finish"))
+    parser.add_argument("--work", default="runs/cont")
+    parser.add_argument("--assets", default=ASSETS)
+    parser.add_argument("--out", default=ASSETS)
+    parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
+    parser.add_argument("--minutes", type=float, default=90.0)
+    parser.add_argument("--lr", type=float, default=0.0, help="0: 1e-3 (thinker) / 5e-4 (talker)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.part == "finish":
+        finish(args.assets, args.work, args.out)
+        return
+    seed_work(args.assets, args.work)
+    if args.part == "thinker":
+        run_thinker_stage(ThinkerStage(args.assets, args.work, TrainConfig(
+            steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
+            out_dir=f"{args.work}/thinker_cont", max_minutes=args.minutes),
+            task_mix=CONTINUE_MIX, spoken_fraction=0.6, data_seed=11, video_every=8, spoken_pool=3000),
+            threads=args.threads)
+    else:
+        run_talker_stage(TalkerStage(args.assets, args.work, TrainConfig(
+            steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
+            out_dir=f"{args.work}/talker_cont", max_minutes=args.minutes), batch_size=8, seed=7),
+            threads=args.threads)
+
+
+def finish(assets: str, work: str, out: str) -> None:
+    """Ship the continued parts into `out` and append the continuation to its training.json."""
+    from omnistream.train.parts import assemble
+
+    previous = json.loads((Path(assets) / "training.json").read_text())
+    assemble(assets, work, out)
+    rows = training_summary(work, STAGE_NOTES)["stages"]
+    previous["stages"] = [s for s in previous["stages"] if s["name"] not in STAGE_NOTES] + rows
+    if rows and CONTINUE_NOTE not in previous.get("notes", ""):
+        previous["notes"] = f"{previous.get('notes', '')} {CONTINUE_NOTE}".strip()
+    Path(out, "training.json").write_text(json.dumps(previous, indent=1) + "\n")

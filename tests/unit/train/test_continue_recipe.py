@@ -1,0 +1,61 @@
+"""recipes/continue.py starts from the checkpoint's trained weights, not fresh ones, and ships them back out."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from omnistream.checkpoint import save_checkpoint
+from omnistream.train.cli import load_recipe
+from omnistream.train.parts import fresh_model
+
+RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "continue.py"
+ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.json", "preprocessor_config.json",
+               "config.json")
+
+
+def _checkpoint(tiny_assets: Path, folder: Path, seed: int) -> Path:
+    folder.mkdir()
+    for name in ASSET_FILES:
+        (folder / name).write_bytes((tiny_assets / name).read_bytes())
+    save_checkpoint(fresh_model(tiny_assets, seed=seed), folder)
+    (folder / "training.json").write_text(json.dumps({"stages": [{"name": "thinker_joint", "steps": 1}]}))
+    return folder
+
+
+def test_work_folder_is_seeded_with_the_checkpoint_weights(tiny_assets, tmp_path):
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    work = tmp_path / "work"
+    recipe.seed_work(str(shipped), str(work))
+    for name in ("thinker", "talker", "code2wav"):
+        assert (work / f"{name}.safetensors").is_file(), name
+    continued = fresh_model(shipped, work, seed=0).state_dict()
+    expected = fresh_model(tiny_assets, seed=7).state_dict()
+    assert continued.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(continued[key], value, rtol=0, atol=0, msg=key)
+    # an existing part is not overwritten (a resumed continuation keeps its progress)
+    before = (work / "thinker.safetensors").read_bytes()
+    other = _checkpoint(tiny_assets, tmp_path / "other", seed=8)
+    recipe.seed_work(str(other), str(work))
+    assert (work / "thinker.safetensors").read_bytes() == before
+
+
+def test_finish_ships_the_work_parts_and_keeps_the_training_history(tiny_assets, tmp_path):
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    work = tmp_path / "work"
+    recipe.seed_work(str(shipped), str(work))
+    out = tmp_path / "out"
+    recipe.finish(str(shipped), str(work), str(out))
+    again = fresh_model(tiny_assets, seed=0)
+    from omnistream.checkpoint import load_checkpoint
+
+    load_checkpoint(again, out, dtype=torch.float32)
+    expected = fresh_model(tiny_assets, seed=7).state_dict()
+    for key, value in again.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+    history = json.loads((out / "training.json").read_text())
+    assert [s["name"] for s in history["stages"]] == ["thinker_joint"]
