@@ -23,10 +23,13 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Debian packages: espeak-ng (speech for the demo, tests and training data), chromium (web page test).
+# espeak-ng: speech for the built-in model and tests; chromium: the page test; gcc: the native CPU kernels
+# (omnistream/kernels, optional at run time — without a compiler torch's kernels are used).
 system-deps:
-	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null && command -v gcc >/dev/null || \
 	  { (apt-get update -q || sudo apt-get update -q) >/dev/null && \
-	    (apt-get install -y -q espeak-ng chromium || sudo apt-get install -y -q espeak-ng chromium) >/dev/null; }
+	    (apt-get install -y -q espeak-ng chromium gcc || sudo apt-get install -y -q espeak-ng chromium gcc) \
+	    >/dev/null; }
 
 # Draws a picture, asks the built-in model a spoken question about it, streams the answer, saves the speech.
 demo: system-deps install

@@ -48,6 +48,7 @@ class EngineConfig:
     first_audio_frames: int = 1              # frames decoded into the first audio chunk (latency)
     audio_chunk_frames: int = 4              # frames per later chunk (throughput; chunks concatenate exactly)
     compile: bool = False                    # torch.compile the decode steps; falls back to eager on failure
+    native_kernels: bool = True              # bf16 on CPU: one-row products through the native GEMV
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_prefill_tokens", "max_waiting", "default_max_new_tokens",

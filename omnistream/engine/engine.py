@@ -37,6 +37,7 @@ from omnistream.engine.text_stream import TextStream
 from omnistream.engine.thinker_runner import ThinkerRunner
 from omnistream.engine.validation import resolve_request
 from omnistream.errors import OmnistreamError, RequestError
+from omnistream.nn.fast_linear import use_fast_linears
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Engine:
         self._new_decoder = text_decoder
         self._think_open, self._think_close = think_ids
         omni = model.config
+        if config.native_kernels and not config.compile:
+            use_fast_linears(model)     # one-row bf16 products on CPU take the native GEMV (nn/fast_linear.py)
         text_cfg = omni.thinker_config.text_config
         self.thinker_len = config.thinker_len(text_cfg.max_position_embeddings)
         speech = model.has_speech
