@@ -108,6 +108,8 @@ class SparseMoe(nn.Module):
 
     def prefill_path(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Group (token, expert) pairs by expert; each active expert runs once: x [N, H] → [N, H]."""
+        if x.shape[0] == 1:
+            return self._one_token(x, weights, ids)
         K = ids.shape[1]
         flat_ids = ids.reshape(-1)  # [N·K]
         order = torch.argsort(flat_ids, stable=True)
@@ -121,3 +123,10 @@ class SparseMoe(nn.Module):
             outputs.append(self.experts.run(expert, group))
         y = torch.cat(outputs) * weights.reshape(-1)[order].unsqueeze(-1)  # [N·K, H]
         return torch.zeros_like(x).index_add_(0, tokens, y)
+
+    def _one_token(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The grouped path for one token (every decode step at batch 1) without its sort/split/scatter
+        bookkeeping: the same experts, products and summation order (ascending expert id)."""
+        order = torch.argsort(ids[0], stable=True)
+        y = torch.cat([self.experts.run(e, x) for e in ids[0][order].tolist()]) * weights[0][order, None]
+        return torch.zeros_like(x).index_add_(0, order.new_zeros(order.shape), y)

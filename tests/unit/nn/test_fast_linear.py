@@ -110,3 +110,17 @@ def test_disabled_by_environment(monkeypatch):
     finally:
         monkeypatch.undo()
         gemv._library.cache_clear()
+
+
+def test_packed_copy_for_batches_is_exact_and_dropped_when_stale():
+    torch.manual_seed(4)
+    layer = nn.Linear(64, 40).to(torch.bfloat16)
+    use_fast_linears(layer)
+    if not layer.pack_for_batches(8):
+        pytest.skip("oneDNN is not available in this torch build")
+    x = torch.randn(8, 64).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # same oneDNN kernel, prepacked
+        layer.weight.mul_(2)                                                   # weight changed in place
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # the stale copy is not used
+    assert layer.packed is None

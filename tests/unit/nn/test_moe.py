@@ -77,3 +77,19 @@ def test_bf16_routing_weights_cast_back():
     w, ids = moe.route(torch.randn(3, 16, dtype=torch.bfloat16))
     assert w.dtype == torch.bfloat16 and ids.shape == (3, 2)
     torch.testing.assert_close(w.float().sum(-1), torch.ones(3), rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_token_shortcut_is_the_grouped_path_bit_for_bit(dtype):
+    """Decode at batch 1 skips the grouping bookkeeping; results must not move by a single bit."""
+    torch.manual_seed(7)
+    moe = SparseMoe(64, 32, 16, 4, True).to(dtype)
+    for _ in range(4):
+        x = torch.randn(1, 64).to(dtype)
+        with torch.no_grad():
+            weights, ids = moe.route(x)
+            order = torch.argsort(ids.reshape(-1), stable=True)        # the general algorithm, spelled out
+            outputs = [moe.experts.run(int(e), x) for e in ids.reshape(-1)[order]]
+            y = torch.cat(outputs) * weights.reshape(-1)[order].unsqueeze(-1)
+            want = torch.zeros_like(x).index_add_(0, order // ids.shape[1], y)
+            assert torch.equal(moe.prefill_path(x, weights, ids), want)
