@@ -183,6 +183,10 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'batch-8 aggregate / batch-1 decode':44} {s['batch8_throughput_scaling']:11.1f}×")
         lines.append(f"{'spoken answer':44} {ours['speech_seconds']:10.1f} s  (ratios: >1 means omnistream "
                      f"is better)")
+        stages = ours.get("speech_stage_ms_per_frame")
+        if stages:
+            lines.append(f"{'omnistream ms per 80 ms frame, by stage':44} " +
+                         ", ".join(f"{name} {ms:.1f}" for name, ms in stages.items()))
         lines.append("")
     return "\n".join(lines)
 

@@ -98,8 +98,12 @@ class OursSide:
                                 work.decode_tokens)
                 rates.append(batch * (work.decode_tokens - 1) / sum(run["steps"][1:]))
             out[f"decode_b{batch}_tok_s"] = statistics.median(rates)
+        self.engine.stage_seconds.clear()
         runs = [self._run([prompt_ids(work.prompt_tokens, 3 + r)], work.answer_tokens, work.speech_frames)
                 for r in range(work.repeats)]
+        frames = sum(r["samples"] for r in runs) / self.model.code2wav.total_upsample     # codec frames decoded
+        out["speech_stage_ms_per_frame"] = {stage: 1000 * seconds / frames
+                                            for stage, seconds in sorted(self.engine.stage_seconds.items())}
         out["first_audio_ms"] = 1000 * statistics.median(r["first_audio"] for r in runs)
         audio_seconds = runs[0]["samples"] / 24000
         out["speech_seconds"] = audio_seconds

@@ -42,6 +42,10 @@ from omnistream.nn.fast_linear import use_fast_linears
 
 logger = logging.getLogger(__name__)
 
+# `_guard`'s stage functions by the names the timings are reported under.
+_STAGE_NAMES = {"_prefill": "prefill", "_decode": "thinker_decode", "decode": "talker_decode",
+                "_fill": "code_predictor", "_vocode": "code2wav"}
+
 
 @dataclass
 class _Live:
@@ -89,6 +93,7 @@ class Engine:
         self._live: dict[str, _Live] = {}
         self._events: list[Event] = []
         self.num_steps = 0
+        self.stage_seconds: dict[str, float] = {}   # cumulative wall time per stage (see _guard)
 
     # ------------------------------------------------------------------------------------------ requests
     def add_request(self, inputs: object, params: SamplingParams | None = None,
@@ -225,7 +230,9 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ endings
     def _guard(self, requests: list[Request], fn: Callable, *args: object) -> None:
-        """Run one stage; an exception fails the requests it was working for, never the others."""
+        """Run one stage; an exception fails the requests it was working for, never the others. Its wall time
+        adds to `stage_seconds[stage name]` (where a step's time goes: benchmarks, metrics)."""
+        start = time.perf_counter()
         try:
             fn(*args)
         except Exception as error:  # noqa: BLE001 - becomes the request's Failed event
@@ -238,6 +245,9 @@ class Engine:
                     self._release(request)
                     self._events.append(Failed(request.request_id, error))
                     self._live.pop(request.request_id, None)
+        finally:
+            name = _STAGE_NAMES.get(getattr(fn, "__name__", ""), "other")
+            self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + time.perf_counter() - start
 
     def _send_done(self, request: Request) -> None:
         live = self._live.get(request.request_id)
