@@ -24,9 +24,9 @@ import torch
 
 from omnistream.engine.compile import MaybeCompiled, compile_forward
 from omnistream.engine.request import Request
+from omnistream.engine.talker_positions import talker_prompt_positions
 from omnistream.engine.sampling import RowSampling, TokenHistory, apply_repetition_penalty, ban_tokens, sample
 from omnistream.engine.thinker_runner import PrefillOutput, request_rng
-from omnistream.inputs.positions import rope_index
 from omnistream.models.talker import TalkerPromptIds, build_talker_prompt
 
 TTS_EOS, TTS_PAD = -1, -2        # text-track markers next to real thinker token ids
@@ -91,7 +91,8 @@ class TalkerRunner:
             self.talker, ids, thinker_out.prompt_embeds, thinker_out.prompt_hidden,
             self.thinker.model.embed_tokens(g0)[0], self.special_embeds, self.prompt_ids,
             self.speaker_names[request.speaker_id])
-        positions, delta = self._positions(inputs, prompt.input_ids.cpu(), prompt.user_positions.cpu())
+        positions, delta = talker_prompt_positions(inputs, prompt.input_ids.cpu(), prompt.user_positions.cpu(),
+                                                   self.token_ids, self.thinker_config, self.config)
         length = prompt.inputs_embeds.shape[0]
         hidden = self.talker(prompt.inputs_embeds[None], positions.to(self.device), cache=self.cache,
                              slots=torch.tensor([slot], device=self.device),
@@ -106,35 +107,6 @@ class TalkerRunner:
         self.rows[request.request_id] = row
         self.history.reset(slot)
         self._sample([request], [row], hidden[:, -1])
-
-    def _positions(self, inputs, talker_ids: torch.Tensor, user: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """TM-RoPE ids of the talker prompt: the thinker's rope index on the talker ids, with the media of the
-        user turns (the reference passes every grid; they coincide unless a system turn holds media)."""
-        thinker_ids = inputs.input_ids[0].cpu()
-        in_user = torch.zeros_like(thinker_ids, dtype=torch.bool)
-        in_user[user] = True
-        tok = self.token_ids
-        nxt = torch.cat([thinker_ids[1:], thinker_ids.new_full((1,), -1)])
-        starts = thinker_ids == tok.vision_start
-        image_at = (starts & (nxt == tok.image)).nonzero().flatten()
-        video_at = (starts & ((nxt == tok.video) | (nxt == tok.audio_start))).nonzero().flatten()
-        audio_at = (thinker_ids == tok.audio_start).nonzero().flatten()
-        lengths = inputs.audio_feature_lengths
-
-        def pick(values, at):
-            return None if values is None or at.numel() == 0 else values.cpu()[in_user[at]]
-
-        vision = self.thinker_config.vision_config
-        positions, deltas = rope_index(
-            talker_ids[None], None, tok, image_grid_thw=pick(inputs.image_grid_thw, image_at),
-            video_grid_thw=pick(inputs.video_grid_thw, video_at),
-            video_second_per_grid=pick(inputs.video_second_per_grid, video_at),
-            audio_lengths=pick(lengths, audio_at),
-            use_audio_in_video=False,                  # the reference does not forward it (spec §7.2-2)
-            spatial_merge_size=int(self.config.extra.get("spatial_merge_size", vision.spatial_merge_size)),
-            position_id_per_seconds=float(self.config.position_id_per_seconds),
-            n_window=self.thinker_config.audio_config.n_window)
-        return positions, float(deltas[0])
 
     # ------------------------------------------------------------------------------------------ decode
     @torch.no_grad()

@@ -12,7 +12,6 @@ run while the thinker stage is still improving it).
 from __future__ import annotations
 
 import logging
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from omnistream.engine.talker_runner import TalkerRunner
+from omnistream.engine.talker_positions import talker_prompt_positions
 from omnistream.inputs import Processor
 from omnistream.models.talker import TalkerPromptIds, build_talker_prompt
 from omnistream.synth import make_examples, speak_answer
@@ -100,9 +99,6 @@ class TalkerTeacher:
         self.ids = TalkerPromptIds.from_config(cfg)
         self.accept = cfg.talker_config.accept_hidden_layer
         self.codec_eos = cfg.talker_config.codec_eos_token_id
-        # the engine's own position computation, bound to the attributes it reads
-        self._pos_self = types.SimpleNamespace(token_ids=processor.token_ids, thinker_config=cfg.thinker_config,
-                                               config=cfg.talker_config)
         self._specials = torch.tensor([cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id])
 
     @torch.no_grad()
@@ -130,8 +126,9 @@ class TalkerTeacher:
         special = thinker.model.embed_tokens(self._specials).detach()
         prompt = build_talker_prompt(talker, full[:P], embeds[:P], hidden[:P], embeds[P], special, self.ids,
                                      sample.voice)
-        positions, delta = TalkerRunner._positions(self._pos_self, sample.inputs, prompt.input_ids,
-                                                   prompt.user_positions)
+        positions, delta = talker_prompt_positions(sample.inputs, prompt.input_ids, prompt.user_positions,
+                                                   self.processor.token_ids, self.model.config.thinker_config,
+                                                   self.model.config.talker_config)
         codes = sample.codes                                                          # [Q, F]
         frames = codes.shape[1]
         # text track S: trailing prompt text, E[g_1..g_{n-2}], tts_eos, then tts_pad
