@@ -108,9 +108,10 @@ class EngineClient:
         try:
             engine = self.omni.engine
             slots = engine.accounts.thinker
+            stages = {f"stage_seconds_{name}": seconds for name, seconds in list(engine.stage_seconds.items())}
             return {"queue_depth": len(engine.scheduler.waiting), "running_requests": len(engine.scheduler.running),
                     "cache_slots_free": slots.num_free, "cache_slots_total": slots.num_slots,
-                    "healthy": float(bool(self.engine.is_healthy))}
+                    "healthy": float(bool(self.engine.is_healthy)), **stages}
         except Exception:  # noqa: BLE001 - metrics must never fail a scrape
             logger.exception("engine stats failed")
             return {}

@@ -211,3 +211,6 @@ def test_sixteen_concurrent_streams_are_independent(server):
     total = metric(metrics, "omnistream_engine_cache_slots_total")
     assert metric(metrics, "omnistream_engine_cache_slots_free") == total
     assert metric(metrics, "omnistream_time_to_first_audio_seconds_count") >= 8
+    # where the engine's time went, per stage (cumulative seconds): every stage of a spoken answer ran
+    for stage in ("prefill", "thinker_decode", "talker_decode", "code_predictor", "code2wav"):
+        assert metric(metrics, f"omnistream_engine_stage_seconds_{stage}") > 0
