@@ -31,7 +31,7 @@ from omnistream.train.thinker_stage import ThinkerStage, run_thinker_stage
 logger = logging.getLogger(__name__)
 ASSETS = "omnistream/assets/builtin"
 
-CONTINUE_MIX = {"color": 1.0, "count": 0.6, "shape_of_color": 1.5, "exists": 1.3, "describe": 1.6,
+CONTINUE_MIX = {"color": 1.0, "count": 1.0, "shape_of_color": 1.5, "exists": 1.3, "describe": 1.6,
                 "direction": 0.8, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.8}
 STAGE_NOTES = {
     "thinker_cont": "continued from the shipped weights; mix weighted to the weak tasks, 60% spoken image questions",
