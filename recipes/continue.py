@@ -64,6 +64,8 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0, help="0: 1e-3 (thinker) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-seed", type=int, default=11,
+                        help="thinker data seed; a new one on resume gives a fresh pool of spoken examples")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -73,7 +75,7 @@ def run(argv: list[str]) -> None:
         run_thinker_stage(ThinkerStage(args.assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont", max_minutes=args.minutes),
-            task_mix=CONTINUE_MIX, spoken_fraction=0.6, data_seed=11, video_every=8, spoken_pool=3000),
+            task_mix=CONTINUE_MIX, spoken_fraction=0.6, data_seed=args.data_seed, video_every=8, spoken_pool=3000),
             threads=args.threads)
     else:
         run_talker_stage(TalkerStage(args.assets, args.work, TrainConfig(

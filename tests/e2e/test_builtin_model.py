@@ -12,7 +12,8 @@ from omnistream.synth import make_examples
 # (task, index in make_examples("test", ..., seed=GOLDEN_SEED, task_mix={task: 1})) whose answers the shipped
 # model gets right; the expected answer is the world's ground truth, not a recorded model output.
 GOLDEN_SEED = 4242
-GOLDEN = [("color", 2), ("color", 3), ("exists", 2), ("shape_of_color", 0), ("count", 0), ("describe", 0)]
+GOLDEN = [("color", 2), ("color", 5), ("exists", 2), ("shape_of_color", 0), ("shape_of_color", 3), ("count", 0),
+          ("describe", 0), ("describe", 4)]
 
 
 def _golden_examples():
