@@ -14,13 +14,14 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from omnistream.cache import cache_root as omnistream_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def shape_config(shape: str, layers: int = 2) -> dict[str, Any]:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("OMNISTREAM_CACHE", Path.home() / ".cache" / "omnistream")) / "bench"
+    return omnistream_cache() / "bench"
 
 
 def checkpoint(shape: str, dtype: torch.dtype, layers: int = 2, seed: int = 0) -> Path:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from omnistream.cache import cache_root
+
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("gemv_bf16.c")
@@ -38,15 +40,10 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _cache_folder() -> Path:
-    root = os.environ.get("OMNISTREAM_CACHE") or Path.home() / ".cache" / "omnistream"
-    return Path(root) / "kernels"
-
-
 def _build(compiler: str) -> Path:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join((compiler, *FLAGS)).encode()).hexdigest()[:16]
-    target = _cache_folder() / f"gemv_bf16-{key}.so"
+    target = cache_root() / "kernels" / f"gemv_bf16-{key}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,13 @@ from omnistream.kernels import gemv
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     if gemv.usable(x, weight):
-        out = gemv.gemv_bf16(x, weight)
-        return out if bias is None else out + bias
+        return _native(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def _native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    out = gemv.gemv_bf16(x, weight)
+    return out if bias is None else out + bias
 
 
 class FastLinear(nn.Linear):
@@ -38,9 +42,11 @@ class FastLinear(nn.Linear):
     _packed_version: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is not None and not gemv.usable(x, self.weight) and self._packed_applies(x):
+        if gemv.usable(x, self.weight):
+            return _native(x, self.weight, self.bias)
+        if self.packed is not None and self._packed_applies(x):
             return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
-        return linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
     def pack_for_batches(self, rows: int = 8) -> bool:
         """Keep a oneDNN-blocked copy of the weight tuned for `rows`-row inputs; False where unsupported."""

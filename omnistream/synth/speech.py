@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from omnistream.cache import cache_root
 from omnistream.errors import ConfigError, MediaError, OmniInputError, RequestError
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,7 @@ def sample_speech_params(rng: np.random.Generator, split: str) -> SpeechParams:
 
 def cache_dir() -> Path:
     """`$OMNISTREAM_CACHE/speech`, default `~/.cache/omnistream/speech`."""
-    root = os.environ.get("OMNISTREAM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "omnistream")
-    return Path(root) / "speech"
+    return cache_root() / "speech"
 
 
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
