@@ -4,6 +4,10 @@
     omnistream train recipes/continue.py talker  [--work runs/cont] [--steps 4000] [--minutes 90] [--lr 5e-4]
     omnistream train recipes/continue.py finish  [--work runs/cont] [--out omnistream/assets/builtin]
 
+`--round 2` (with a fresh `--work`, e.g. runs/cont2) is the third session's continuation: every spoken
+question rides on a fresh image (QuestionSpeaker's bank of 200 clips per question, speed-perturbed, fresh
+noise) instead of a cycled pool of 3000 (image, speech) pairs, with a mix weighted to what round 1 left weak.
+
 The work folder is seeded with the shipped checkpoint's parts (thinker, talker, code2wav) unless it already
 holds them, so both stages start from the trained model, not from fresh weights. The talker stage also needs
 stage 1's residual VQ (`<work>/rvq.safetensors`, copy it from runs/builtin). Run `thinker` and `talker` as two
@@ -33,9 +37,13 @@ ASSETS = "omnistream/assets/builtin"
 
 CONTINUE_MIX = {"color": 1.0, "count": 1.0, "shape_of_color": 1.5, "exists": 1.3, "describe": 1.6,
                 "direction": 0.8, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.8}
+ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
+              "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
 STAGE_NOTES = {
     "thinker_cont": "continued from the shipped weights; mix weighted to the weak tasks, 60% spoken image questions",
     "talker_cont": "continued from the shipped weights against the continuing thinker (re-read every 50 steps)",
+    "thinker_cont2": "round 2: fresh images under every spoken question (200 clips per question, speed 0.9-1.1)",
+    "talker_cont2": "round 2: against the round-2 thinker (re-read every 50 steps)",
 }
 CONTINUE_NOTE = ("The *_cont stages continued from the shipped weights with a lower learning rate (thinker 1e-3, talker "
                  "5e-4, 50 warmup steps, cosine decay) as two single-threaded processes side by side "
@@ -64,24 +72,29 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0, help="0: 1e-3 (thinker) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-seed", type=int, default=11,
-                        help="thinker data seed; a new one on resume gives a fresh pool of spoken examples")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="thinker data seed (0: 11 in round 1, 21 in round 2); a new one gives fresh examples")
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2),
+                        help="1: the second session's continuation; 2: the third session's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
         return
     seed_work(args.assets, args.work)
+    suffix = "" if args.round == 1 else str(args.round)
     if args.part == "thinker":
+        round2 = args.round == 2
         run_thinker_stage(ThinkerStage(args.assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
-            out_dir=f"{args.work}/thinker_cont", max_minutes=args.minutes),
-            task_mix=CONTINUE_MIX, spoken_fraction=0.6, data_seed=args.data_seed, video_every=8, spoken_pool=3000),
-            threads=args.threads)
+            out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes),
+            task_mix=ROUND2_MIX if round2 else CONTINUE_MIX, spoken_fraction=0.6,
+            data_seed=args.data_seed or (21 if round2 else 11), video_every=8, spoken_pool=3000,
+            question_clips=200 if round2 else 0), threads=args.threads)
     else:
         run_talker_stage(TalkerStage(args.assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
-            out_dir=f"{args.work}/talker_cont", max_minutes=args.minutes), batch_size=8, seed=7),
-            threads=args.threads)
+            out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes), batch_size=8,
+            seed=7 + 10 * (args.round - 1)), threads=args.threads)
 
 
 def finish(assets: str, work: str, out: str) -> None:

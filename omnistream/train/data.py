@@ -7,15 +7,18 @@ Batches are right-padded: with causal attention the padding after a row never re
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import zlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from omnistream.inputs import Processor
-from omnistream.synth import Example, make_examples
+from omnistream.synth import Example, make_examples, speech
+from omnistream.synth.tasks import TRANSCRIBE_TASKS
 
 logger = logging.getLogger(__name__)
 IGNORE = -100
@@ -102,21 +105,69 @@ def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[to
     return loss, {"tok_acc": acc}
 
 
+class QuestionSpeaker:
+    """Makes training speech varied: typed questions become spoken ones over fresh images, and every clip is
+    played at a random speed with fresh noise.
+
+    A fixed pool of (image, spoken question) pairs is learnt by heart: the model then fails on voices it has not
+    heard. Here the image and answer come fresh with every example; the question's speech comes from a bank of
+    `clips_per_question` clips per question text. Slot k of a text is one fixed train voice, rate and pitch
+    (synthesized once; espeak-ng's disk cache keeps it), so after the bank fills no espeak call is needed.
+    Every use adds a speed factor in `speed_range` (a different vocal tract and tempo) and fresh noise;
+    transcription audio, already spoken, gets the speed factor too. A fixed function of (seed, example index),
+    so resumed runs see the same examples.
+    """
+
+    def __init__(self, seed: int, spoken_fraction: float = 1.0, clips_per_question: int = 200,
+                 speed_range: tuple[float, float] = (0.9, 1.1)) -> None:
+        self.seed, self.spoken_fraction = seed, spoken_fraction
+        self.clips_per_question, self.speed_range = clips_per_question, speed_range
+
+    def _rng(self, *keys: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.seed, *keys]))
+
+    def clip(self, text: str, slot: int) -> tuple[np.ndarray, speech.SpeechParams]:
+        """Clean speech of bank slot `slot` of question `text`."""
+        params = speech.sample_speech_params(self._rng(1, zlib.crc32(text.encode()), slot), "train")
+        return speech.synthesize(text, params), params
+
+    def __call__(self, example: Example, index: int) -> Example:
+        rng = self._rng(2, index)
+        speed = float(rng.uniform(*self.speed_range))
+        content = example.messages[0]["content"]
+        if example.task in TRANSCRIBE_TASKS:
+            new = [{**part, "audio": (speech.perturb_speed(part["audio"][0], speed), part["audio"][1])}
+                   if part["type"] == "audio" else part for part in content]
+            return dataclasses.replace(example, messages=[{"role": "user", "content": new}])
+        if example.question_modality != "text" or rng.random() >= self.spoken_fraction:
+            return example
+        clean, params = self.clip(example.question, int(rng.integers(self.clips_per_question)))
+        wave = speech.add_noise(speech.perturb_speed(clean, speed), rng, float(rng.uniform(*speech.SNR_DB_RANGE)))
+        audio = {"type": "audio", "audio": (wave, speech.INPUT_SAMPLE_RATE)}
+        new = [audio if part["type"] == "text" else part for part in content]
+        return dataclasses.replace(example, question_modality="speech", messages=[{"role": "user", "content": new}],
+                                   speech_params=params, spoken_text=example.question)
+
+
 class ExampleStream:
     """Endless, seeded, resumable stream of encoded samples: example i of (split, seed) is fixed, so a resumed
-    run continues with exactly the examples it would have seen (`position` is saved in the checkpoint)."""
+    run continues with exactly the examples it would have seen (`position` is saved in the checkpoint).
+    `transform(example, index)`, when given, rewrites each example before it is encoded (QuestionSpeaker)."""
 
     def __init__(self, processor: Processor, task_mix: Mapping[str, float], *, seed: int = 0,
-                 spoken_fraction: float = 0.0, split: str = "train", chunk: int = 64, position: int = 0) -> None:
+                 spoken_fraction: float = 0.0, split: str = "train", chunk: int = 64, position: int = 0,
+                 transform: Callable[[Example, int], Example] | None = None) -> None:
         self.processor, self.task_mix, self.seed = processor, dict(task_mix), seed
         self.spoken_fraction, self.split, self.chunk = spoken_fraction, split, chunk
-        self.position = position
+        self.position, self.transform = position, transform
         self._buffer: list[Sample] = []
         self._buffer_start = position
 
     def _fill(self) -> None:
         examples = make_examples(self.split, self.chunk, self.seed, self.task_mix, start=self.position,
                                  spoken_fraction=self.spoken_fraction, workers=1)
+        if self.transform is not None:
+            examples = [self.transform(e, self.position + i) for i, e in enumerate(examples)]
         self._buffer = [encode(self.processor, e) for e in examples]
 
     def take(self, n: int) -> list[Sample]:
@@ -170,9 +221,14 @@ class _BatchDataset(torch.utils.data.IterableDataset):
         groups = src.groups()
         streams = {}
         for k, (name, mix, spoken, per_batch) in enumerate(groups):
-            stream = ExampleStream(src.processor, mix, seed=src.seed + 1000 * k, spoken_fraction=spoken)
+            seed = src.seed + 1000 * k
+            if src.question_clips and name != "typed":
+                speaker = QuestionSpeaker(seed, spoken, src.question_clips)
+                stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=0.0, transform=speaker)
+            else:
+                stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=spoken)
             done = src.batches_before(b, name) * per_batch
-            if name == "spoken" and src.spoken_pool:
+            if name == "spoken" and src.spoken_pool and not src.question_clips:
                 streams[name] = _PooledStream(stream, src.spoken_pool, done)
             else:
                 stream.position = done
@@ -191,7 +247,9 @@ class BatchSource:
     """Batch b is a fixed function of (seed, b), so `source(k)` resumes after k batches.
 
     Three streams: typed questions about images (cheap, always fresh), spoken questions and transcription
-    (espeak is the costly part: a pool of `spoken_pool` examples is cycled, each encoded once), and videos
+    (espeak is the costly part: with `question_clips` > 0 every example is fresh and its question's speech
+    comes from QuestionSpeaker's bank of that many clips per question; with 0, a pool of `spoken_pool` examples
+    is cycled, each encoded once — the first recipes' behaviour), and videos
     (~600 tokens each, so they get their own batch every `video_every` batches — padding would otherwise make
     every row 600 long). A non-video batch holds `batch_size` examples, `spoken_per_batch` of them spoken.
     With `workers` > 0 the examples are made in a background process while the main process trains."""
@@ -204,6 +262,7 @@ class BatchSource:
     video_every: int = 12
     video_batch_size: int = 8
     spoken_pool: int = 3000
+    question_clips: int = 0
 
     def groups(self) -> list[tuple[str, dict[str, float], float, int]]:
         """(name, task mix, spoken fraction, examples per non-video batch) of the non-empty streams."""

@@ -38,7 +38,8 @@ class ThinkerStage:
     data_seed: int = 0
     workers: int = 1
     video_every: int = 12      # every n-th batch is a video batch (BatchSource)
-    spoken_pool: int = 3000    # spoken examples encoded once and cycled (BatchSource)
+    spoken_pool: int = 3000    # spoken examples encoded once and cycled (BatchSource), when question_clips is 0
+    question_clips: int = 0    # > 0: fresh examples, spoken questions from a bank of this many clips per question
 
 
 def _freeze_lm(thinker: torch.nn.Module) -> None:
@@ -54,7 +55,8 @@ def run_thinker_stage(stage: ThinkerStage, eval_fn: Any = None, threads: int = 1
     if stage.freeze_lm:
         _freeze_lm(thinker)
     source = BatchSource(processor, stage.task_mix, stage.batch_size, stage.data_seed, stage.spoken_fraction,
-                         workers=stage.workers, video_every=stage.video_every, spoken_pool=stage.spoken_pool)
+                         workers=stage.workers, video_every=stage.video_every, spoken_pool=stage.spoken_pool,
+                         question_clips=stage.question_clips)
 
     def checkpoint(module: torch.nn.Module, state: TrainState) -> None:
         save_part(stage.work, "thinker", module)

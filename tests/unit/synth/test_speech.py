@@ -105,3 +105,16 @@ def test_bad_requests_are_typed_errors():
         speech.synthesize("   ", speech.SpeechParams("en-us", 150, 50))
     with pytest.raises(ConfigError):
         speech.synthesize("Yes.", speech.SpeechParams("en-us", 150, 120))
+
+
+def test_perturb_speed_scales_duration_and_pitch_together():
+    rate = speech.INPUT_SAMPLE_RATE
+    t = np.arange(rate) / rate                                     # one second of 440 Hz
+    tone = np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+    fast = speech.perturb_speed(tone, 1.1)
+    assert abs(fast.size - rate / 1.1) <= 1                        # 10% shorter
+    peak = np.argmax(np.abs(np.fft.rfft(fast))) * rate / fast.size
+    assert abs(peak - 440.0 * 1.1) < 2.0                           # and 10% higher
+    assert np.array_equal(speech.perturb_speed(tone, 1.0), tone)
+    with pytest.raises(ConfigError):
+        speech.perturb_speed(tone, 3.0)
