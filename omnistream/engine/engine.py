@@ -68,9 +68,10 @@ class Engine:
         self._new_decoder = text_decoder
         self._think_open, self._think_close = think_ids
         omni = model.config
-        if config.native_kernels and not config.compile:
-            use_fast_linears(model)     # few-row bf16 products on CPU take the native GEMV (nn/fast_linear.py)
-            if config.max_num_seqs > MAX_ROWS:
+        if config.native_kernels:
+            # few-row bf16 products on CPU take the native GEMV (nn/fast_linear.py; a custom op when compiled)
+            use_fast_linears(model)
+            if config.max_num_seqs > MAX_ROWS and not config.compile:
                 # Batched decode: the lm_head dominates a step's weight traffic; a blocked copy (+1 head of
                 # memory) streams it ~1.6x faster than the per-call re-layout of torch's bf16 GEMM.
                 model.thinker.lm_head.pack_for_batches(config.max_num_seqs)

@@ -1,9 +1,11 @@
 """Linear layers that take the native bf16 GEMV for inputs of a few rows (decode steps) on CPU.
 
-`linear(x, weight, bias)` is `F.linear` except where `omnistream.kernels.gemv` applies (one to four bf16 rows
-on a CPU with AVX-512-BF16 and a compiler, no autograd, not under torch.compile); there it streams the weight
-at close to memory bandwidth instead of the 7-10 GB/s of torch's bf16 GEMM on one core. Results agree with
-`F.linear` to bf16 rounding (both accumulate in fp32; the summation order differs).
+`linear(x, weight, bias)` is `F.linear` except where `omnistream.kernels.gemv` applies (a few bf16 rows on a
+CPU with AVX-512-BF16 and a compiler, no autograd); there it streams the weight at close to memory bandwidth
+instead of the 7-10 GB/s of torch's bf16 GEMM on one core. Results agree with `F.linear` to bf16 rounding (both
+accumulate in fp32; the summation order differs). Under torch.compile the kernel is reached through the
+custom op `omnistream::linear_bf16` (opaque to the compiler, which fuses the norms and rotary around it): the
+code predictor's fifteen one-token steps per frame are mostly such small ops.
 
 `use_fast_linears(module)` turns every `nn.Linear` under a module into a `FastLinear` in place — the same
 object, parameters and state_dict, only its `forward` changes — so a loaded model picks up the kernel without
@@ -18,9 +20,30 @@ from torch import nn
 from omnistream.kernels import gemv
 
 
+@torch.library.custom_op("omnistream::linear_bf16", mutates_args=())
+def _linear_op(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """What compiled graphs call: the GEMV when it applies to this call's rows, else torch's GEMM."""
+    return gemv.gemv_bf16(x, weight) if gemv.usable(x, weight) else F.linear(x, weight)
+
+
+@_linear_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _compiled_native(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Inside a torch.compile trace: route through the custom op? (row count is checked when it runs)"""
+    return (torch.compiler.is_compiling() and x.dtype == torch.bfloat16 and weight.dtype == torch.bfloat16
+            and x.device.type == "cpu" and weight.device.type == "cpu" and weight.is_contiguous()
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)) and gemv.available())
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     if gemv.usable(x, weight):
         return _native(x, weight, bias)
+    if _compiled_native(x, weight):
+        out = torch.ops.omnistream.linear_bf16(x, weight)
+        return out if bias is None else out + bias
     return F.linear(x, weight, bias)
 
 
@@ -44,6 +67,8 @@ class FastLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if gemv.usable(x, self.weight):
             return _native(x, self.weight, self.bias)
+        if _compiled_native(x, self.weight):
+            return linear(x, self.weight, self.bias)
         if self.packed is not None and self._packed_applies(x):
             return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)

@@ -124,3 +124,26 @@ def test_packed_copy_for_batches_is_exact_and_dropped_when_stale():
         layer.weight.mul_(2)                                                   # weight changed in place
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))   # the stale copy is not used
     assert layer.packed is None
+
+
+@needs_kernel
+def test_compiled_graphs_reach_the_kernel_through_the_custom_op():
+    g = torch.Generator().manual_seed(4)
+    layer = nn.Linear(96, 40, bias=True).to(torch.bfloat16)
+    use_fast_linears(layer)
+    x = torch.randn(1, 96, generator=g).to(torch.bfloat16)
+    targets = []
+
+    def recording_backend(gm, example_inputs):
+        targets.extend(node.target for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        compiled = torch.compile(layer, backend=recording_backend)
+        got = compiled(x)
+        assert torch.ops.omnistream.linear_bf16 in targets                         # dynamo graph: the packet
+        assert torch.equal(got, gemv.gemv_bf16(x, layer.weight) + layer.bias)    # the same kernel, bit for bit
+        many = torch.randn(9, 96, generator=g).to(torch.bfloat16)                 # too many rows: torch's GEMM
+        assert torch.equal(torch.ops.omnistream.linear_bf16(many, layer.weight), F.linear(many, layer.weight))
+    torch._dynamo.reset()
