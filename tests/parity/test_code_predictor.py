@@ -98,3 +98,15 @@ def test_sample_fn_steps_and_cached_logits(pair):
         assert relative_error(logits, ref_cp.lm_head[step](expected_hidden[:, step + 1])) < 1e-5
     again = cp.predict_frame(hidden, code0_embed, lambda logits, step: logits.argmin(dim=-1), cache)
     assert torch.equal(again, codes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_table_rows_equal_the_rotary(pair, dtype):
+    """The predictor reads cos/sin from one table of positions 0..Q−1: the same values, bit for bit, as the
+    rotary computed for each step's positions (what the reference does)."""
+    _, _, ours = pair
+    predictor = ours.code_predictor
+    Q = predictor.config.num_code_groups
+    for positions in (torch.arange(2).expand(3, 2), torch.full((3, 1), Q - 1), torch.arange(Q)[None]):
+        got, want = predictor._cos_sin(positions, dtype), predictor.rotary(positions, dtype)
+        assert all(g.dtype == dtype and torch.equal(g, w) for g, w in zip(got, want))
