@@ -101,6 +101,7 @@ def _library():
     return function
 
 
+@torch.compiler.assume_constant_result       # inside a compiled graph: a constant, not traced (file reads)
 def available() -> bool:
     """True when the kernel is built, loaded and passed its self-check on this machine."""
     return _library() is not None
