@@ -45,6 +45,10 @@ STAGE_NOTES = {
     "thinker_cont2": "round 2: fresh images under every spoken question (200 clips per question, speed 0.9-1.1)",
     "talker_cont2": "round 2: against the round-2 thinker (re-read every 50 steps)",
 }
+ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
+               "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
+               "speech clips per question text, speed-perturbed 0.9-1.1 with fresh noise at each use) and fresh "
+               "transcription speech, instead of a cycled pool of 3000 (image, speech) pairs.")
 CONTINUE_NOTE = ("The *_cont stages continued from the shipped weights with a lower learning rate (thinker 1e-3, talker "
                  "5e-4, 50 warmup steps, cosine decay) as two single-threaded processes side by side "
                  "(`omnistream train recipes/continue.py thinker|talker`); their steps and minutes add to the rows above.")
@@ -104,7 +108,11 @@ def finish(assets: str, work: str, out: str) -> None:
     previous = json.loads((Path(assets) / "training.json").read_text())
     assemble(assets, work, out)
     rows = training_summary(work, STAGE_NOTES)["stages"]
-    previous["stages"] = [s for s in previous["stages"] if s["name"] not in STAGE_NOTES] + rows
-    if rows and CONTINUE_NOTE not in previous.get("notes", ""):
-        previous["notes"] = f"{previous.get('notes', '')} {CONTINUE_NOTE}".strip()
+    fresh = {row["name"] for row in rows}                 # a later round keeps the earlier rounds' rows
+    previous["stages"] = [s for s in previous["stages"] if s["name"] not in fresh] + rows
+    notes = previous.get("notes", "")
+    for note, stages in ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"})):
+        if fresh & stages and note not in notes:
+            notes = f"{notes} {note}".strip()
+    previous["notes"] = notes
     Path(out, "training.json").write_text(json.dumps(previous, indent=1) + "\n")

@@ -54,7 +54,8 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     sizes = _sizes(folder)
     lines = ["# Model card: the omnistream built-in model", "",
              "A small omni model in the Qwen3-Omni architecture and checkpoint format, trained from nothing on this",
-             "repository's synthetic shapes world with omnistream's own training code (`recipes/builtin.py`). It",
+             "repository's synthetic shapes world with omnistream's own training code (`recipes/builtin.py`, then",
+             "continued by `recipes/continue.py` rounds 1 and 2 — the stages below). It",
              "hears (16 kHz speech), sees (images, 2 fps videos), answers in text and speaks the answer in two",
              "voices (`ethan`, `chelsie`). It knows nothing outside the shapes world.", "",
              "## Components (parameters)", "", "| component | parameters |", "|---|---|"]
@@ -93,7 +94,9 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     for row in result.examples[:30]:
         got = row.get("reply", row.get("heard", ""))
         lines.append(f"| {row['task']} | {row.get('question', '')} | {row.get('answer', '')} | {got} |")
-    lines += ["", "Reproduce: `omnistream eval --card docs/model-card.md`; retrain: `omnistream train recipes/builtin.py`.", ""]
+    lines += ["", "Reproduce: `omnistream eval --card docs/model-card.md`; retrain: `omnistream train recipes/builtin.py`, "
+              "then `recipes/continue.py` (thinker and talker side by side, `--round 1` then `--round 2`, "
+              "then `finish`).", ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

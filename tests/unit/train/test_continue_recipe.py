@@ -59,3 +59,21 @@ def test_finish_ships_the_work_parts_and_keeps_the_training_history(tiny_assets,
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
     history = json.loads((out / "training.json").read_text())
     assert [s["name"] for s in history["stages"]] == ["thinker_joint"]
+
+
+def test_a_second_round_keeps_the_first_rounds_history(tiny_assets, tmp_path):
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    history = {"stages": [{"name": "thinker_joint", "steps": 1}, {"name": "thinker_cont", "steps": 5}],
+               "notes": recipe.CONTINUE_NOTE}
+    (shipped / "training.json").write_text(json.dumps(history))
+    work = tmp_path / "work2"
+    recipe.seed_work(str(shipped), str(work))
+    state = {"state": {"step": 9, "seconds": 60.0, "losses": [0.5, 0.3]}}
+    (work / "thinker_cont2" / "last").mkdir(parents=True)
+    (work / "thinker_cont2" / "last" / "state.json").write_text(json.dumps(state))
+    recipe.finish(str(shipped), str(work), str(tmp_path / "out"))
+    written = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert [s["name"] for s in written["stages"]] == ["thinker_joint", "thinker_cont", "thinker_cont2"]
+    assert written["stages"][-1]["steps"] == 9 and written["stages"][-1]["loss"] == 0.4
+    assert recipe.CONTINUE_NOTE in written["notes"] and recipe.ROUND2_NOTE in written["notes"]
