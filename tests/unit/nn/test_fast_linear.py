@@ -23,15 +23,14 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @needs_kernel
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
 @pytest.mark.parametrize("out_features, in_features", [(1, 32), (7, 45), (33, 300), (130, 2048), (64, 777)])
 def test_kernel_matches_fp32_product(rows, out_features, in_features):
-    # The library takes 1..8 rows (5..8 in pairs of weight rows, odd counts included); dispatch uses MAX_ROWS.
     g = torch.Generator().manual_seed(rows * 1000 + in_features)
     weight = torch.randn(out_features, in_features, generator=g).to(torch.bfloat16)
     x = torch.randn(rows, in_features, generator=g).to(torch.bfloat16)
-    assert gemv.usable(x, weight) == (rows <= gemv.MAX_ROWS)
-    got = gemv._call(gemv._library(), x, weight)
+    assert gemv.usable(x, weight)
+    got = gemv.gemv_bf16(x, weight)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, out_features)
     assert _relative_error(got, x.float() @ weight.float().t()) < BF16_ROUNDING
 
