@@ -81,44 +81,6 @@ ROWS_DOT(2)
 ROWS_DOT(3)
 ROWS_DOT(4)
 
-/* Y = X Wᵀ for M = 5..8 rows: here the dot-product instructions, not memory, set the pace, so two weight rows
- * share every X load (one X vector feeds two products) and the 2M accumulators stay in registers (2M + 3 ≤ 19
- * of 32). `w1` may equal `w0` for an odd last row (`two` = 0: only Y[:, 0] is stored). */
-#define PAIR(k)                                                                                             \
-    if (ROWS > k) {                                                                                         \
-        const __m512bh x = load_masked(X + k * I + i, xm);                                                 \
-        a##k = _mm512_dpbf16_ps(a##k, x, w0);                                                              \
-        b##k = _mm512_dpbf16_ps(b##k, x, w1);                                                              \
-    }
-#define STORE2(k)                                                                                           \
-    if (ROWS > k) {                                                                                         \
-        Y[k * O] = to_bf16(_mm512_reduce_add_ps(a##k));                                                     \
-        if (two) Y[k * O + 1] = to_bf16(_mm512_reduce_add_ps(b##k));                                        \
-    }
-#define PAIRS_DOT(MM)                                                                                       \
-static void pairs_dot_##MM(const uint16_t *w0p, const uint16_t *w1p, int two, const uint16_t *X, uint16_t *Y, \
-                           int64_t O, int64_t I) {                                                        \
-    enum { ROWS = MM };                                                                                   \
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;       \
-    __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0;                        \
-    int64_t i = 0;                                                                                        \
-    for (; i + 32 <= I; i += 32) {                                                                        \
-        const __mmask32 xm = (__mmask32)0xffffffffu;                                                      \
-        const __m512bh w0 = load(w0p + i), w1 = load(w1p + i);                                           \
-        PAIR(0) PAIR(1) PAIR(2) PAIR(3) PAIR(4) PAIR(5) PAIR(6) PAIR(7)                                   \
-    }                                                                                                     \
-    if (i < I) {                                                                                          \
-        const __mmask32 xm = (__mmask32)((1u << (I - i)) - 1u);                                           \
-        const __m512bh w0 = load_masked(w0p + i, xm), w1 = load_masked(w1p + i, xm);                      \
-        PAIR(0) PAIR(1) PAIR(2) PAIR(3) PAIR(4) PAIR(5) PAIR(6) PAIR(7)                                   \
-    }                                                                                                     \
-    STORE2(0) STORE2(1) STORE2(2) STORE2(3) STORE2(4) STORE2(5) STORE2(6) STORE2(7)                       \
-}
-PAIRS_DOT(5)
-PAIRS_DOT(6)
-PAIRS_DOT(7)
-PAIRS_DOT(8)
-
 /* Y [M, O] = X [M, I] Wᵀ for M = 1..4. Parallel over weight rows when W is big enough that a fork/join
  * (a few µs) is worth it. Returns -1 for other M (the caller uses the general GEMM). */
 int omnistream_gemv_bf16(const uint16_t *W, const uint16_t *X, uint16_t *Y, int64_t M, int64_t O, int64_t I) {
@@ -142,18 +104,6 @@ int omnistream_gemv_bf16(const uint16_t *W, const uint16_t *X, uint16_t *Y, int6
     case 4: {
         #pragma omp parallel for schedule(static) if (parallel)
         for (int64_t o = 0; o < O; o++) rows_dot_4(W + o * I, X, Y + o, O, I);
-        return 0;
-    }
-    case 5: case 6: case 7: case 8: {
-        void (*pairs)(const uint16_t *, const uint16_t *, int, const uint16_t *, uint16_t *, int64_t, int64_t) =
-            M == 5 ? pairs_dot_5 : M == 6 ? pairs_dot_6 : M == 7 ? pairs_dot_7 : pairs_dot_8;
-        const int64_t P = (O + 1) / 2;
-        #pragma omp parallel for schedule(static) if (parallel)
-        for (int64_t p = 0; p < P; p++) {
-            const int64_t o = 2 * p;
-            const int two = o + 1 < O;
-            pairs(W + o * I, W + (two ? o + 1 : o) * I, two, X, Y + o, O, I);
-        }
         return 0;
     }
     default:
