@@ -4,8 +4,9 @@
 CPU with AVX-512-BF16 and a compiler, no autograd); there it streams the weight at close to memory bandwidth
 instead of the 7-10 GB/s of torch's bf16 GEMM on one core. Results agree with `F.linear` to bf16 rounding (both
 accumulate in fp32; the summation order differs). Under torch.compile the kernel is reached through the
-custom op `omnistream::linear_bf16` (opaque to the compiler, which fuses the norms and rotary around it): the
-code predictor's fifteen one-token steps per frame are mostly such small ops.
+custom op `omnistream::linear_bf16` (opaque to the compiler), so a compiled model keeps it; on this project's
+CPU the compiled code predictor still measured slower than eager (docs/performance.md), so compiling stays
+opt-in.
 
 `use_fast_linears(module)` turns every `nn.Linear` under a module into a `FastLinear` in place — the same
 object, parameters and state_dict, only its `forward` changes — so a loaded model picks up the kernel without
@@ -42,9 +43,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if gemv.usable(x, weight):
         return _native(x, weight, bias)
     if _compiled_native(x, weight):
-        out = torch.ops.omnistream.linear_bf16(x, weight)
-        return out if bias is None else out + bias
+        return _through_op(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def _through_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    out = torch.ops.omnistream.linear_bf16(x, weight)
+    return out if bias is None else out + bias
 
 
 def _native(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -68,7 +73,7 @@ class FastLinear(nn.Linear):
         if gemv.usable(x, self.weight):
             return _native(x, self.weight, self.bias)
         if _compiled_native(x, self.weight):
-            return linear(x, self.weight, self.bias)
+            return _through_op(x, self.weight, self.bias)
         if self.packed is not None and self._packed_applies(x):
             return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
