@@ -52,6 +52,7 @@ ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the
 CONTINUE_NOTE = ("The *_cont stages continued from the shipped weights with a lower learning rate (thinker 1e-3, talker "
                  "5e-4, 50 warmup steps, cosine decay) as two single-threaded processes side by side "
                  "(`omnistream train recipes/continue.py thinker|talker`); their steps and minutes add to the rows above.")
+ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}))
 
 
 def seed_work(assets: str, work: str) -> None:
@@ -111,7 +112,7 @@ def finish(assets: str, work: str, out: str) -> None:
     fresh = {row["name"] for row in rows}                 # a later round keeps the earlier rounds' rows
     previous["stages"] = [s for s in previous["stages"] if s["name"] not in fresh] + rows
     notes = previous.get("notes", "")
-    for note, stages in ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"})):
+    for note, stages in ROUND_NOTES:                      # a round's note joins with its first shipped row
         if fresh & stages and note not in notes:
             notes = f"{notes} {note}".strip()
     previous["notes"] = notes
