@@ -7,6 +7,10 @@
 `--round 2` (with a fresh `--work`, e.g. runs/cont2) is the third session's continuation: every spoken
 question rides on a fresh image (QuestionSpeaker's bank of 200 clips per question, speed-perturbed, fresh
 noise) instead of a cycled pool of 3000 (image, speech) pairs, with a mix weighted to what round 1 left weak.
+`--round 3` (e.g. `--work runs/cont3`) is the fourth session's: the thinker's language model grows from 2 to 4
+layers (train/grow.py: the new layers start as exact no-ops, so training starts from round 2's outputs), with
+round 2's data and a mix weighted to what round 2 left weak. Its config lives in `<work>/assets`; `finish`
+ships that config with the weights. Start `thinker` first: it writes the deepened thinker the talker loads.
 
 The work folder is seeded with the shipped checkpoint's parts (thinker, talker, code2wav) unless it already
 holds them, so both stages start from the trained model, not from fresh weights. The talker stage also needs
@@ -27,6 +31,7 @@ from pathlib import Path
 import torch
 
 from omnistream.checkpoint import load_checkpoint
+from omnistream.train.grow import deepen_assets, deepen_thinker_part
 from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import COMPONENTS, fresh_model, save_part, training_summary
 from omnistream.train.talker_stage import TalkerStage, run_talker_stage
@@ -37,6 +42,9 @@ ASSETS = "omnistream/assets/builtin"
 
 CONTINUE_MIX = {"color": 1.0, "count": 1.0, "shape_of_color": 1.5, "exists": 1.3, "describe": 1.6,
                 "direction": 0.8, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.8}
+ROUND3_MIX = {"color": 0.4, "count": 1.5, "shape_of_color": 0.5, "exists": 1.8, "describe": 1.6,
+              "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.9}
+ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
 STAGE_NOTES = {
@@ -44,6 +52,8 @@ STAGE_NOTES = {
     "talker_cont": "continued from the shipped weights against the continuing thinker (re-read every 50 steps)",
     "thinker_cont2": "round 2: fresh images under every spoken question (200 clips per question, speed 0.9-1.1)",
     "talker_cont2": "round 2: against the round-2 thinker (re-read every 50 steps)",
+    "thinker_cont3": "round 3: language model grown from 2 to 4 layers (new layers start as no-ops), round 2's data",
+    "talker_cont3": "round 3: against the round-3 thinker (still reading its layer-2 hidden state)",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -52,7 +62,12 @@ ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the
 CONTINUE_NOTE = ("The *_cont stages continued from the shipped weights with a lower learning rate (thinker 1e-3, talker "
                  "5e-4, 50 warmup steps, cosine decay) as two single-threaded processes side by side "
                  "(`omnistream train recipes/continue.py thinker|talker`); their steps and minutes add to the rows above.")
-ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}))
+ROUND3_NOTE = ("Round 3 (`--round 3`, runs/cont3) grew the thinker's language model from 2 to 4 decoder layers, the new "
+               "layers appended with their attention and expert output projections at zero so the grown model started "
+               "with round 2's exact outputs, then trained as round 2 with a mix weighted to exists, count and describe "
+               "(the talker still reads the thinker's layer-2 hidden state).")
+ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
+               (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}))
 
 
 def seed_work(assets: str, work: str) -> None:
@@ -78,36 +93,53 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--lr", type=float, default=0.0, help="0: 1e-3 (thinker) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
-                        help="thinker data seed (0: 11 in round 1, 21 in round 2); a new one gives fresh examples")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2),
-                        help="1: the second session's continuation; 2: the third session's (see the docstring)")
+                        help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3),
+                        help="1: the second session's continuation; 2: the third's; 3: the fourth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
         return
     seed_work(args.assets, args.work)
+    assets = args.assets
+    if args.round == 3:
+        assets = str(model_assets(args.work, args.assets))
+        if deepen_thinker_part(args.work, assets):
+            logger.info("deepened the thinker in %s to %d layers", args.work, ROUND3_LAYERS)
     suffix = "" if args.round == 1 else str(args.round)
     if args.part == "thinker":
-        round2 = args.round == 2
-        run_thinker_stage(ThinkerStage(args.assets, args.work, TrainConfig(
+        fresh_data = args.round >= 2
+        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX}[args.round]
+        run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes),
-            task_mix=ROUND2_MIX if round2 else CONTINUE_MIX, spoken_fraction=0.6,
-            data_seed=args.data_seed or (21 if round2 else 11), video_every=8, spoken_pool=3000,
-            question_clips=200 if round2 else 0), threads=args.threads)
+            task_mix=mix, spoken_fraction=0.65 if args.round == 3 else 0.6,
+            data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
+            question_clips=200 if fresh_data else 0), threads=args.threads)
     else:
-        run_talker_stage(TalkerStage(args.assets, args.work, TrainConfig(
+        run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes), batch_size=8,
             seed=7 + 10 * (args.round - 1)), threads=args.threads)
 
 
+def model_assets(work: str, assets: str) -> Path:
+    """Round 3's config (the shipped one with a deeper thinker) in `<work>/assets`, written on first use."""
+    deep = Path(work) / "assets"
+    if not (deep / "config.json").is_file():
+        deepen_assets(assets, deep, ROUND3_LAYERS)
+    return deep
+
+
 def finish(assets: str, work: str, out: str) -> None:
-    """Ship the continued parts into `out` and append the continuation to its training.json."""
+    """Ship the continued parts into `out` and append the continuation to its training.json.
+
+    A round that changed the model's shape left its config in `<work>/assets`; it ships with the weights."""
     from omnistream.train.parts import assemble
 
     previous = json.loads((Path(assets) / "training.json").read_text())
-    assemble(assets, work, out)
+    shape = Path(work) / "assets"
+    assemble(shape if (shape / "config.json").is_file() else assets, work, out)
     rows = training_summary(work, STAGE_NOTES)["stages"]
     fresh = {row["name"] for row in rows}                 # a later round keeps the earlier rounds' rows
     previous["stages"] = [s for s in previous["stages"] if s["name"] not in fresh] + rows

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from omnistream.evaluation.runner import EvalResult
 
 TARGETS = {"image": 0.95, "video": 0.90, "speech": 0.90}
+# Hand-written history (what each training round changed and measured) lives between these markers in the card;
+# regenerating the card keeps it, since no training.json field can hold a before/after table.
+HISTORY_BEGIN, HISTORY_END = "<!-- history: kept when the card is regenerated -->", "<!-- /history -->"
 
 
 def _component(key: str) -> str:
@@ -40,6 +44,26 @@ def _numel(shape: Any) -> int:
     return n
 
 
+def _rounds(training: dict) -> list[int]:
+    """Continuation rounds in a training summary: stage thinker_cont is round 1, thinker_contN round N."""
+    found = (re.fullmatch(r"thinker_cont(\d*)", s.get("name", "")) for s in training.get("stages", []))
+    return sorted({int(m.group(1) or 1) for m in found if m})
+
+
+def _say_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _kept_history(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    start, end = text.find(HISTORY_BEGIN), text.find(HISTORY_END)
+    if start < 0 or end < start:
+        return []
+    return text[start:end + len(HISTORY_END)].split("\n") + [""]
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
@@ -52,10 +76,13 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     if (folder / "training.json").is_file():
         training = json.loads((folder / "training.json").read_text())
     sizes = _sizes(folder)
+    rounds = [str(r) for r in _rounds(training)]
+    continued = f", then continued by `recipes/continue.py` round{'s' if len(rounds) > 1 else ''} " \
+                f"{_say_list(rounds)}" if rounds else ""
     lines = ["# Model card: the omnistream built-in model", "",
              "A small omni model in the Qwen3-Omni architecture and checkpoint format, trained from nothing on this",
-             "repository's synthetic shapes world with omnistream's own training code (`recipes/builtin.py`, then",
-             "continued by `recipes/continue.py` rounds 1 and 2 — the stages below). It",
+             f"repository's synthetic shapes world with omnistream's own training code (`recipes/builtin.py`{continued}"
+             " — the stages below). It",
              "hears (16 kHz speech), sees (images, 2 fps videos), answers in text and speaks the answer in two",
              "voices (`ethan`, `chelsie`). It knows nothing outside the shapes world.", "",
              "## Components (parameters)", "", "| component | parameters |", "|---|---|"]
@@ -67,6 +94,7 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
             lines.append(f"| {stage.get('name')} | {stage.get('steps')} | {stage.get('minutes', 0):.0f} | "
                          f"{stage.get('loss', float('nan')):.3f} | {stage.get('notes', '')} |")
         lines += ["", training.get("notes", ""), ""]
+    lines += _kept_history(Path(path))
     lines += ["## Evaluation", "",
               f"Fresh test set (`omnistream eval`, seed {result.config.get('seed')}, {result.config.get('per_task')} "
               "examples per task; spoken questions use espeak-ng voices never heard in training). Exact match of "
@@ -94,9 +122,11 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     for row in result.examples[:30]:
         got = row.get("reply", row.get("heard", ""))
         lines.append(f"| {row['task']} | {row.get('question', '')} | {row.get('answer', '')} | {got} |")
-    lines += ["", "Reproduce: `omnistream eval --card docs/model-card.md`; retrain: `omnistream train recipes/builtin.py`, "
-              "then `recipes/continue.py` (thinker and talker side by side, `--round 1` then `--round 2`, "
-              "then `finish`).", ""]
+    retrain = "`omnistream train recipes/builtin.py`"
+    if rounds:
+        retrain += (", then `recipes/continue.py` (thinker and talker side by side, "
+                    + ", then ".join(f"`--round {r}`" for r in rounds) + ", each followed by `finish`)")
+    lines += ["", f"Reproduce: `omnistream eval --card docs/model-card.md`; retrain: {retrain}.", ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

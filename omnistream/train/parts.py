@@ -7,6 +7,7 @@ the assets' config.json, loads whatever parts exist and writes the official chec
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,7 @@ ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.json", 
 def save_part(work: str | Path, name: str, module: nn.Module) -> Path:
     path = Path(work) / f"{name}.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # stages side by side may save the same part
     save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp))
     tmp.replace(path)
     return path

@@ -77,3 +77,29 @@ def test_a_second_round_keeps_the_first_rounds_history(tiny_assets, tmp_path):
     assert [s["name"] for s in written["stages"]] == ["thinker_joint", "thinker_cont", "thinker_cont2"]
     assert written["stages"][-1]["steps"] == 9 and written["stages"][-1]["loss"] == 0.4
     assert recipe.CONTINUE_NOTE in written["notes"] and recipe.ROUND2_NOTE in written["notes"]
+
+
+def test_round_three_ships_the_deeper_config_with_weights_that_answer_as_before(tiny_assets, tmp_path):
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    work = tmp_path / "work3"
+    recipe.seed_work(str(shipped), str(work))
+    deep = recipe.model_assets(str(work), str(shipped))
+    assert recipe.deepen_thinker_part(str(work), deep)
+    out = tmp_path / "out"
+    recipe.finish(str(shipped), str(work), str(out))
+    config = json.loads((out / "config.json").read_text())
+    assert config["thinker_config"]["text_config"]["num_hidden_layers"] == recipe.ROUND3_LAYERS
+    from omnistream.checkpoint import load_checkpoint
+
+    grown = fresh_model(out, seed=0)
+    load_checkpoint(grown, out, dtype=torch.float32)
+    before = fresh_model(tiny_assets, seed=7)
+    ids = torch.arange(3, 40).unsqueeze(0)
+    with torch.no_grad():
+        outputs = []
+        for model in (before, grown):
+            embeds, _, _ = model.thinker.embed(ids)
+            hidden, _ = model.thinker.eval()(embeds, torch.arange(ids.shape[1]).unsqueeze(0))
+            outputs.append(model.thinker.lm_head(hidden))
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
