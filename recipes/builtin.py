@@ -8,8 +8,12 @@ Stages (each resumable, each also runnable alone with its own recipe):
   2. thinker: encoder alignment (language model frozen), then joint training on every task
   3. talker: talker + code predictor on the codec codes of the spoken answers, from the thinker's states
   4. assemble: config + tokenizer + model.safetensors into --out, plus training.json for the model card
-The shipped model was trained with these stages on a shared 2-core CPU with the time caps below (stages 1-3
-ran side by side there); --scale multiplies every step count and time cap.
+--scale multiplies every step count and time cap; run as written, one stage after another, the caps add to ~3 h.
+The shipped model's first checkpoint came from these stages run side by side on a shared 2-core CPU and re-planned
+from checkpoints mid-run (its training.json records what ran: codec 3300, thinker_joint 7884 and talker 5830 steps
+in ~2 h); it was then continued by recipes/continue.py rounds 1-3 (~85-100 min each). The whole chain is ~6.5 h here,
+more than the 3 h a from-nothing recipe should take: a single from-nothing run of the round-3 shape (4-layer
+thinker, QuestionSpeaker data from the start) is the way to bring it under, and is not done yet.
 """
 from __future__ import annotations
 
