@@ -115,7 +115,7 @@ def run(argv: list[str]) -> None:
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes),
             task_mix=mix, spoken_fraction=0.65 if args.round == 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
-            question_clips=200 if fresh_data else 0), threads=args.threads)
+            question_clips=200 if fresh_data else 0, loss_per_example=args.round == 3), threads=args.threads)
     else:
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,

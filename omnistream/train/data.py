@@ -90,8 +90,13 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, Any]:
     return batch
 
 
-def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean cross-entropy over answer tokens; also token accuracy for the progress bar."""
+def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any], per_example: bool = False,
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy over answer tokens; also token accuracy for the progress bar.
+
+    Token mean by default. `per_example` averages within each answer first, then over answers: with the token
+    mean a "Yes." weighs 3 tokens against a description's ~20, so yes/no and counting questions, whose answer
+    hinges on one token, get a sliver of the gradient."""
     embeds, visual_mask, deepstack = thinker.embed(
         batch["input_ids"], batch.get("input_features"), batch.get("feature_attention_mask"),
         batch.get("pixel_values"), batch.get("image_grid_thw"), batch.get("pixel_values_videos"),
@@ -100,7 +105,13 @@ def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[to
     targets = batch["targets"]
     keep = targets != IGNORE
     logits = thinker.compute_logits(hidden[keep])                          # [N, V]
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+    token_loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep], reduction="none")
+    if per_example:
+        counts = keep.sum(1)                                                # answer tokens per example
+        weights = 1.0 / counts.clamp(min=1)[keep.nonzero()[:, 0]]
+        loss = (token_loss * weights).sum() / (counts > 0).sum()
+    else:
+        loss = token_loss.mean()
     acc = (logits.argmax(-1) == targets[keep]).float().mean().item()
     return loss, {"tok_acc": acc}
 

@@ -40,6 +40,7 @@ class ThinkerStage:
     video_every: int = 12      # every n-th batch is a video batch (BatchSource)
     spoken_pool: int = 3000    # spoken examples encoded once and cycled (BatchSource), when question_clips is 0
     question_clips: int = 0    # > 0: fresh examples, spoken questions from a bank of this many clips per question
+    loss_per_example: bool = False  # thinker_loss(per_example=...): every answer weighs the same, short or long
 
 
 def _freeze_lm(thinker: torch.nn.Module) -> None:
@@ -61,7 +62,7 @@ def run_thinker_stage(stage: ThinkerStage, eval_fn: Any = None, threads: int = 1
     def checkpoint(module: torch.nn.Module, state: TrainState) -> None:
         save_part(stage.work, "thinker", module)
 
-    state = train(thinker, lambda b: thinker_loss(thinker, b), source, stage.train, eval_fn=eval_fn, on_checkpoint=checkpoint,
+    state = train(thinker, lambda b: thinker_loss(thinker, b, stage.loss_per_example), source, stage.train, eval_fn=eval_fn, on_checkpoint=checkpoint,
                   examples_per_batch=stage.batch_size)
     save_part(stage.work, "thinker", thinker)
     for p in thinker.parameters():

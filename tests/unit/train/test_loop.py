@@ -77,3 +77,20 @@ def test_checkpoint_errors_and_config_checks(tmp_path, tiny_assets):
     assert lr_at(cfg, 0) == pytest.approx(0.1)
     assert lr_at(cfg, 10) == pytest.approx(1.0)
     assert lr_at(cfg, 100) == pytest.approx(0.1)
+
+
+def test_per_example_loss_weighs_every_answer_the_same(tiny_assets):
+    processor, thinker, _ = _setup(tiny_assets)
+    examples = make_examples("train", 6, 3, {"exists": 1.0, "describe": 1.0}, spoken_fraction=0.0)
+    short = next(e for e in examples if e.task == "exists")
+    long = next(e for e in examples if e.task == "describe")
+    samples = [encode(processor, short), encode(processor, long)]
+    assert (samples[0].labels != IGNORE).sum() < (samples[1].labels != IGNORE).sum()
+    with torch.no_grad():
+        alone = [thinker_loss(thinker, collate([s], processor.pad_id))[0] for s in samples]
+        pair = collate(samples, processor.pad_id)
+        per_example = thinker_loss(thinker, pair, per_example=True)[0]
+        per_token = thinker_loss(thinker, pair)[0]
+    torch.testing.assert_close(per_example, (alone[0] + alone[1]) / 2)
+    n = [int((s.labels != IGNORE).sum()) for s in samples]
+    torch.testing.assert_close(per_token, (alone[0] * n[0] + alone[1] * n[1]) / sum(n))
