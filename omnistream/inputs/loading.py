@@ -60,8 +60,9 @@ def load_part(part: MediaPart, settings: PreprocessorSettings, limits: InputLimi
         return LoadedMedia(part, waveform=wave)
     if part.kind == "image":
         image = media.load_image(part.source, part.label, limits)
-        h, w = smart_resize(image.shape[0], image.shape[1], settings.resize_factor, settings.min_pixels,
-                            settings.max_pixels, part.label, limits.max_aspect_ratio)
+        low, high = _pixel_bounds(part, settings, (settings.min_pixels, settings.max_pixels))
+        h, w = smart_resize(image.shape[0], image.shape[1], settings.resize_factor, low, high, part.label,
+                            limits.max_aspect_ratio)
         return LoadedMedia(part, image=image, grid=(1, h // settings.patch_size, w // settings.patch_size))
     return _load_video(part, settings, limits, use_audio_in_video, default_fps)
 
@@ -86,6 +87,31 @@ def _check_audio_length(wave: np.ndarray, label: str, settings: PreprocessorSett
                          f"analysis window ({1000 * settings.n_fft / settings.sampling_rate:g} ms)", param=label)
 
 
+def _pixel_bounds(part: MediaPart, settings: PreprocessorSettings, default: tuple[int, int]) -> tuple[int, int]:
+    """(min_pixels, max_pixels) for one image or video frame: the part's own, else the preprocessor's.
+
+    A part may lower its budget or raise it up to the preprocessor's maximum, never past it: the maximum is what
+    the server was sized for, and min_pixels would otherwise let one request upscale a frame without bound."""
+    bounds = []
+    for name, fallback in zip(("min_pixels", "max_pixels"), default):
+        value = part.options.get(name, fallback)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise OmniInputError(f"{part.label}: {name} must be a positive integer, got {value!r}", param=name)
+        bounds.append(value)
+    low, high = bounds
+    smallest = settings.resize_factor ** 2   # one merged patch: the fewest pixels a part can become
+    if high < smallest:
+        raise OmniInputError(f"{part.label}: max_pixels {high} is below one {settings.resize_factor}x"
+                             f"{settings.resize_factor} merged patch ({smallest} pixels)", param="max_pixels")
+    for name, value in (("max_pixels", high), ("min_pixels", low)):
+        if value > default[1]:
+            raise OmniInputError(f"{part.label}: {name} {value} is above this model's {part.kind} maximum of "
+                                 f"{default[1]} pixels", param=name)
+    if low > high:
+        raise OmniInputError(f"{part.label}: min_pixels {low} is above max_pixels {high}", param="min_pixels")
+    return low, high
+
+
 def _video_fps(part: MediaPart, default_fps: float) -> float:
     fps = part.options.get("fps", default_fps)
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= 240:
@@ -96,12 +122,13 @@ def _video_fps(part: MediaPart, default_fps: float) -> float:
 def _load_video(part: MediaPart, settings: PreprocessorSettings, limits: InputLimits, use_audio_in_video: bool,
                 default_fps: float) -> LoadedMedia:
     fps = _video_fps(part, default_fps)
+    bounds = _pixel_bounds(part, settings, (settings.video_min_pixels, settings.video_max_pixels))
     tp, p = settings.temporal_patch_size, settings.patch_size
     if is_encoded_source(part.source):
         blob = resolve_source(part.source, part.label, limits)
         info = video.probe_video(blob, limits)
         indices, sample_fps = video.plan_frames(info, fps, limits.max_video_frames, tp)
-        h, w = video_target_size(info.height, info.width, settings, part.label)
+        h, w = video_target_size(info.height, info.width, settings, part.label, bounds)
         wave = None
         if use_audio_in_video and info.has_audio:
             wave = media.decode_audio(blob, limits, settings.sampling_rate, required=False)
@@ -109,7 +136,7 @@ def _load_video(part: MediaPart, settings: PreprocessorSettings, limits: InputLi
         n_frames = len(indices)
     else:
         frames = video.frames_from_list(part.source, part.label, limits)
-        h, w = video_target_size(frames[0].shape[0], frames[0].shape[1], settings, part.label)
+        h, w = video_target_size(frames[0].shape[0], frames[0].shape[1], settings, part.label, bounds)
         sample_fps, n_frames = fps, len(frames)
         wave = None
         if use_audio_in_video and "audio" in part.options:

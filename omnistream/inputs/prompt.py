@@ -20,6 +20,9 @@ from omnistream.inputs.settings import TokenIds
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MEDIA_KINDS = ("audio", "image", "video")
+# Per-part options, as qwen-omni-utils reads them from a content part: a pixel budget per image or video frame
+# (min_pixels/max_pixels replace the preprocessor's bounds for that part), and a video's sampling fps and audio.
+PART_OPTIONS = {"image": ("min_pixels", "max_pixels"), "video": ("fps", "audio", "min_pixels", "max_pixels")}
 # OpenAI-style part types accepted as aliases of our own.
 _ALIASES = {"image_url": "image", "input_image": "image", "input_audio": "audio", "audio_url": "audio",
             "video_url": "video"}
@@ -31,7 +34,7 @@ class MediaPart:
     kind: str                         # "audio" | "image" | "video"
     source: Any                       # path, bytes, URL, array, PIL image, (array, rate), frame list
     label: str                        # e.g. "conversation 0 message 1 part 2 (audio)"
-    options: dict[str, Any] = field(default_factory=dict)   # video: fps, audio
+    options: dict[str, Any] = field(default_factory=dict)   # PART_OPTIONS[kind]
 
 
 def normalize_conversation(conversation: Any, index: int,
@@ -87,7 +90,7 @@ def _normalize_part(part: Any, label: str, reserved: dict[str, str], media: list
         raise OmniInputError(f"{label}: unknown part type {kind!r} (expected text, image, audio or video)",
                              param="content")
     source = _media_source(part, kind, canonical, label)
-    options = {k: part[k] for k in ("fps", "audio") if k in part and canonical == "video"}
+    options = {k: part[k] for k in PART_OPTIONS.get(canonical, ()) if k in part}
     media.append(MediaPart(canonical, source, f"{label} ({canonical})", options))
     return {"type": canonical}
 

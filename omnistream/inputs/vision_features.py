@@ -91,9 +91,11 @@ def image_patches(image: np.ndarray, settings: PreprocessorSettings,
     return patchify(resize_rgb(image, height, width)[None], settings)
 
 
-def video_target_size(height: int, width: int, settings: PreprocessorSettings, label: str) -> tuple[int, int]:
-    return smart_resize(height, width, settings.resize_factor, settings.video_min_pixels,
-                        settings.video_max_pixels, label)
+def video_target_size(height: int, width: int, settings: PreprocessorSettings, label: str,
+                      bounds: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Per-frame target size; `bounds` (min_pixels, max_pixels) replaces the preprocessor's video bounds."""
+    low, high = bounds or (settings.video_min_pixels, settings.video_max_pixels)
+    return smart_resize(height, width, settings.resize_factor, low, high, label)
 
 
 def video_patches(frames: np.ndarray, settings: PreprocessorSettings) -> tuple[np.ndarray, tuple[int, int, int]]:

@@ -121,3 +121,30 @@ def test_long_audio_is_not_capped_at_30_seconds(processor):
     inputs = processor(conversation({"type": "audio", "audio": (np.zeros(16000 * 45, np.float32) + 0.01, 16000)}))
     assert inputs.input_features.shape[-1] == 4500
     assert inputs.input_ids[0].tolist().count(151675) == 45 * 13
+
+
+def test_a_part_sets_its_own_pixel_budget(processor):
+    video = video_frames(4, 64, 64)
+    default = processor(conversation({"type": "video", "video": video}))
+    small = processor(conversation({"type": "video", "video": video, "min_pixels": 1024, "max_pixels": 64 * 64}))
+    assert default.video_grid_thw.tolist() == [[2, 24, 24]]        # upscaled to the video minimum (spec §4.3)
+    assert small.video_grid_thw.tolist() == [[2, 4, 4]]
+    assert small.input_ids.shape[1] == default.input_ids.shape[1] - 2 * (24 * 24 - 4 * 4) // 4
+    image = drawing(640, 640)
+    assert processor(conversation({"type": "image", "image": image})).image_grid_thw.tolist() == [[1, 40, 40]]
+    budget = processor(conversation({"type": "image", "image": image, "max_pixels": 320 * 320}))
+    assert budget.image_grid_thw.tolist() == [[1, 20, 20]]
+
+
+@pytest.mark.parametrize("options, param", [
+    ({"max_pixels": 0}, "max_pixels"), ({"max_pixels": True}, "max_pixels"), ({"min_pixels": "many"}, "min_pixels"),
+    ({"min_pixels": 5000, "max_pixels": 4096}, "min_pixels"), ({"max_pixels": 500}, "max_pixels"),
+    ({"max_pixels": 10 ** 9}, "max_pixels"), ({"min_pixels": 10 ** 9}, "min_pixels"),
+])
+def test_a_bad_pixel_budget_is_a_typed_error_naming_it(processor, options, param):
+    from omnistream.errors import OmniInputError
+
+    for part in ({"type": "image", "image": drawing(64, 64)}, {"type": "video", "video": video_frames(4, 32, 32)}):
+        with pytest.raises(OmniInputError, match=param) as caught:
+            processor(conversation({**part, **options}))
+        assert caught.value.param == param
