@@ -60,7 +60,7 @@ def load_part(part: MediaPart, settings: PreprocessorSettings, limits: InputLimi
         return LoadedMedia(part, waveform=wave)
     if part.kind == "image":
         image = media.load_image(part.source, part.label, limits)
-        low, high = _pixel_bounds(part, settings, (settings.min_pixels, settings.max_pixels))
+        low, high = _pixel_bounds(part, settings, _image_default(part, settings))
         h, w = smart_resize(image.shape[0], image.shape[1], settings.resize_factor, low, high, part.label,
                             limits.max_aspect_ratio)
         return LoadedMedia(part, image=image, grid=(1, h // settings.patch_size, w // settings.patch_size))
@@ -85,6 +85,18 @@ def _check_audio_length(wave: np.ndarray, label: str, settings: PreprocessorSett
     if len(wave) < settings.n_fft:
         raise MediaError(f"{label}: audio is {len(wave)} samples long, shorter than one {settings.n_fft}-sample "
                          f"analysis window ({1000 * settings.n_fft / settings.sampling_rate:g} ms)", param=label)
+
+
+LOW_DETAIL_PIXELS = 512 * 512   # OpenAI's low-detail image is 512x512
+
+
+def _image_default(part: MediaPart, settings: PreprocessorSettings) -> tuple[int, int]:
+    detail = part.options.get("detail", "auto")
+    if detail not in ("auto", "high", "low"):
+        raise OmniInputError(f"{part.label}: detail must be 'auto', 'high' or 'low', got {detail!r}", param="detail")
+    if detail == "low":
+        return min(settings.min_pixels, LOW_DETAIL_PIXELS), min(settings.max_pixels, LOW_DETAIL_PIXELS)
+    return settings.min_pixels, settings.max_pixels
 
 
 def _pixel_bounds(part: MediaPart, settings: PreprocessorSettings, default: tuple[int, int]) -> tuple[int, int]:

@@ -21,8 +21,9 @@ from omnistream.inputs.settings import TokenIds
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MEDIA_KINDS = ("audio", "image", "video")
 # Per-part options, as qwen-omni-utils reads them from a content part: a pixel budget per image or video frame
-# (min_pixels/max_pixels replace the preprocessor's bounds for that part), and a video's sampling fps and audio.
-PART_OPTIONS = {"image": ("min_pixels", "max_pixels"), "video": ("fps", "audio", "min_pixels", "max_pixels")}
+# (min_pixels/max_pixels replace the preprocessor's bounds for that part), and a video's sampling fps and audio;
+# plus OpenAI's image `detail` ("low" caps the image at 512x512 pixels' worth).
+PART_OPTIONS = {"image": ("min_pixels", "max_pixels", "detail"), "video": ("fps", "audio", "min_pixels", "max_pixels")}
 # OpenAI-style part types accepted as aliases of our own.
 _ALIASES = {"image_url": "image", "input_image": "image", "input_audio": "audio", "audio_url": "audio",
             "video_url": "video"}

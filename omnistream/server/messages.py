@@ -110,7 +110,8 @@ def _user_part(part: Strict, where: str, allow_remote: bool) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if isinstance(part, ImagePart):
-        return {"type": "image", "image": _url_source(part.image_url.url, f"{where}.image_url.url", allow_remote)}
+        image = {"type": "image", "image": _url_source(part.image_url.url, f"{where}.image_url.url", allow_remote)}
+        return image | ({"detail": part.image_url.detail} if part.image_url.detail else {})
     if isinstance(part, VideoPart):
         return {"type": "video", "video": _url_source(part.video_url.url, f"{where}.video_url.url", allow_remote)}
     if isinstance(part, AudioURLPart):

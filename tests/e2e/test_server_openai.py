@@ -149,6 +149,17 @@ def test_audio_image_video_inputs(server, client):
                                                                    max_new_tokens=4), name
 
 
+def test_low_detail_image_costs_fewer_prompt_tokens(server, client):
+    def prompt_tokens(detail):
+        image_url = {"url": png_data_url(768)} | ({"detail": detail} if detail else {})
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": image_url}]}]
+        return client.chat.completions.create(model=MODEL, messages=messages, temperature=0,
+                                              max_tokens=1).usage.prompt_tokens
+
+    default, high, low = prompt_tokens(None), prompt_tokens("high"), prompt_tokens("low")
+    assert default == high and default - low == (48 * 48 - 32 * 32) // 4   # a 768² image vs its 512² cap
+
+
 def _as_inputs_part(part: dict) -> dict:
     if part["type"] == "input_audio":
         return {"type": "audio", "audio": base64.b64decode(part["input_audio"]["data"])}

@@ -148,3 +148,16 @@ def test_a_bad_pixel_budget_is_a_typed_error_naming_it(processor, options, param
         with pytest.raises(OmniInputError, match=param) as caught:
             processor(conversation({**part, **options}))
         assert caught.value.param == param
+
+
+def test_low_detail_caps_an_image_at_512_by_512(processor):
+    image = drawing(1024, 1024)
+    grids = {detail: processor(conversation({"type": "image", "image": image, "detail": detail})).image_grid_thw
+             for detail in ("auto", "high", "low")}
+    assert grids["auto"].tolist() == grids["high"].tolist() == [[1, 64, 64]]
+    assert grids["low"].tolist() == [[1, 32, 32]]
+    from omnistream.errors import OmniInputError
+
+    with pytest.raises(OmniInputError, match="detail") as caught:
+        processor(conversation({"type": "image", "image": image, "detail": "medium"}))
+    assert caught.value.param == "detail"
