@@ -9,7 +9,8 @@ question rides on a fresh image (QuestionSpeaker's bank of 200 clips per questio
 noise) instead of a cycled pool of 3000 (image, speech) pairs, with a mix weighted to what round 1 left weak.
 `--round 3` (e.g. `--work runs/cont3`) is the fourth session's: the thinker's language model grows from 2 to 4
 layers (train/grow.py: the new layers start as exact no-ops, so training starts from round 2's outputs), with
-round 2's data and a mix weighted to what round 2 left weak. Its config lives in `<work>/assets`; `finish`
+round 2's data, a mix weighted to what round 2 left weak and a per-example loss (the shipped run switched to it
+at step 2500 of 7000, after a check showed spoken yes/no answers were not improving). Its config lives in `<work>/assets`; `finish`
 ships that config with the weights. Start `thinker` first: it writes the deepened thinker the talker loads.
 
 The work folder is seeded with the shipped checkpoint's parts (thinker, talker, code2wav) unless it already
@@ -65,7 +66,9 @@ CONTINUE_NOTE = ("The *_cont stages continued from the shipped weights with a lo
 ROUND3_NOTE = ("Round 3 (`--round 3`, runs/cont3) grew the thinker's language model from 2 to 4 decoder layers, the new "
                "layers appended with their attention and expert output projections at zero so the grown model started "
                "with round 2's exact outputs, then trained as round 2 with a mix weighted to exists, count and describe "
-               "(the talker still reads the thinker's layer-2 hidden state).")
+               "and, from step 2500, a per-example loss (every answer weighs the same, so one-token yes/no and count "
+               "answers are not drowned by long descriptions; thinker_cont3's logged loss is that mean). The talker "
+               "still reads the thinker's layer-2 hidden state.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}))
 
