@@ -25,7 +25,6 @@ from omnistream.inputs.vision_features import (
     resize_rgb,
     smart_resize,
     video_patches,
-    video_target_size,
 )
 
 
@@ -140,7 +139,7 @@ def _load_video(part: MediaPart, settings: PreprocessorSettings, limits: InputLi
         blob = resolve_source(part.source, part.label, limits)
         info = video.probe_video(blob, limits)
         indices, sample_fps = video.plan_frames(info, fps, limits.max_video_frames, tp)
-        h, w = video_target_size(info.height, info.width, settings, part.label, bounds)
+        h, w = smart_resize(info.height, info.width, settings.resize_factor, *bounds, part.label)
         wave = None
         if use_audio_in_video and info.has_audio:
             wave = media.decode_audio(blob, limits, settings.sampling_rate, required=False)
@@ -148,7 +147,7 @@ def _load_video(part: MediaPart, settings: PreprocessorSettings, limits: InputLi
         n_frames = len(indices)
     else:
         frames = video.frames_from_list(part.source, part.label, limits)
-        h, w = video_target_size(frames[0].shape[0], frames[0].shape[1], settings, part.label, bounds)
+        h, w = smart_resize(frames[0].shape[0], frames[0].shape[1], settings.resize_factor, *bounds, part.label)
         sample_fps, n_frames = fps, len(frames)
         wave = None
         if use_audio_in_video and "audio" in part.options:

@@ -91,13 +91,6 @@ def image_patches(image: np.ndarray, settings: PreprocessorSettings,
     return patchify(resize_rgb(image, height, width)[None], settings)
 
 
-def video_target_size(height: int, width: int, settings: PreprocessorSettings, label: str,
-                      bounds: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Per-frame target size; `bounds` (min_pixels, max_pixels) replaces the preprocessor's video bounds."""
-    low, high = bounds or (settings.video_min_pixels, settings.video_max_pixels)
-    return smart_resize(height, width, settings.resize_factor, low, high, label)
-
-
 def video_patches(frames: np.ndarray, settings: PreprocessorSettings) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Resized RGB uint8 frames [T, H, W, 3] → pixel rows and grid (ceil(T/2), H/p, W/p)."""
     return patchify(frames, settings)
