@@ -122,7 +122,7 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     for row in result.examples[:30]:
         got = row.get("reply", row.get("heard", ""))
         lines.append(f"| {row['task']} | {row.get('question', '')} | {row.get('answer', '')} | {got} |")
-    retrain = "`omnistream train recipes/builtin.py`"
+    retrain = f"`{training.get('recipe', 'omnistream train recipes/builtin.py')}`"
     if rounds:
         retrain += (", then `recipes/continue.py` (thinker and talker side by side, "
                     + ", then ".join(f"`--round {r}`" for r in rounds) + ", each followed by `finish`)")

@@ -44,6 +44,9 @@ class TrainConfig:
     out_dir: str = "runs/train"
     seed: int = 0
     max_minutes: float = 0.0   # stop (and checkpoint) after this much wall time; 0 = no limit
+    # With max_minutes: the cosine follows the clock too (progress = the larger of steps done and time used),
+    # so a run stopped by its time budget ends with its learning rate decayed, not halfway down.
+    time_schedule: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -62,11 +65,15 @@ class TrainState:
     seconds: float = 0.0
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup, then cosine decay to min_lr_ratio·lr."""
+def lr_at(cfg: TrainConfig, step: int, time_used: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to min_lr_ratio·lr.
+
+    `time_used` (0..1, the share of the time budget spent) counts only with `cfg.time_schedule`."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    if cfg.time_schedule and cfg.max_minutes:
+        progress = max(progress, min(1.0, time_used))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -145,11 +152,17 @@ def train(module: nn.Module, loss_fn: LossFn, data: Callable[[int], Iterator[dic
                mininterval=5.0)
     start = run_start = window_t = time.time()
     window_n = 0
+    # A resumed time-scheduled run plans its time as what was spent before plus this run's max_minutes.
+    spent_before, budget = state.seconds, state.seconds + cfg.max_minutes * 60
+
+    def time_used() -> float:
+        return (spent_before + time.time() - run_start) / budget if budget else 0.0
+
     batches = data(state.step)
     while state.step < cfg.steps:
         batch = next(batches)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, state.step)
+            group["lr"] = lr_at(cfg, state.step, time_used())
         loss, metrics = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,7 +180,7 @@ def train(module: nn.Module, loss_fn: LossFn, data: Callable[[int], Iterator[dic
             recent = state.losses[-cfg.log_every:]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", ex_s=f"{rate:.1f}", **state.metrics)
             logger.info("step %d loss %.4f %s %.1f ex/s lr %.2e", state.step, sum(recent) / len(recent),
-                        state.metrics, rate, lr_at(cfg, state.step))
+                        state.metrics, rate, lr_at(cfg, state.step, time_used()))
             window_t, window_n = time.time(), 0
         if eval_fn is not None and cfg.eval_every and state.step % cfg.eval_every == 0:
             module.eval()

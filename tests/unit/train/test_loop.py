@@ -79,6 +79,35 @@ def test_checkpoint_errors_and_config_checks(tmp_path, tiny_assets):
     assert lr_at(cfg, 100) == pytest.approx(0.1)
 
 
+def test_time_schedule_decays_the_learning_rate_by_the_clock(monkeypatch, tmp_path):
+    cfg = TrainConfig(steps=100_000, lr=1.0, warmup=0, min_lr_ratio=0.1, max_minutes=1.0, time_schedule=True)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1.0, abs=1e-3)
+    assert lr_at(cfg, 10, 0.5) == pytest.approx(0.55, abs=1e-3)
+    assert lr_at(cfg, 10, 1.0) == pytest.approx(0.1)
+    # without time_schedule the clock does not count
+    assert lr_at(TrainConfig(steps=100_000, lr=1.0, warmup=0, max_minutes=1.0), 10, 1.0) == pytest.approx(1.0, abs=1e-3)
+
+    import omnistream.train.loop as loop
+    clock = iter(range(0, 10_000, 3))                      # every reading of the clock is 3 s later
+    monkeypatch.setattr(loop.time, "time", lambda: float(next(clock)))
+    seen = []
+    made = loop.make_optimizer
+    monkeypatch.setattr(loop, "make_optimizer", lambda m, c: seen.append(made(m, c)) or seen[0])
+    weight = torch.nn.Linear(2, 1)
+    lrs = []
+
+    def loss_fn(batch):
+        lrs.append(seen[0].param_groups[0]["lr"])
+        return weight(batch["x"]).pow(2).mean(), {}
+
+    state = train(weight, loss_fn, lambda k: iter(lambda: {"x": torch.ones(1, 2)}, None),
+                  TrainConfig(steps=100_000, lr=1.0, warmup=0, min_lr_ratio=0.1, max_minutes=1.0,
+                              time_schedule=True, ckpt_every=1000, log_every=1000, out_dir=str(tmp_path / "t")))
+    assert 3 < state.step < 100                            # stopped by the clock, not the step count
+    assert lrs[0] > 0.9 and lrs[-1] < 0.2                  # and the cosine ran its course on the way
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
 def test_per_example_loss_weighs_every_answer_the_same(tiny_assets):
     processor, thinker, _ = _setup(tiny_assets)
     examples = make_examples("train", 6, 3, {"exists": 1.0, "describe": 1.0}, spoken_fraction=0.0)

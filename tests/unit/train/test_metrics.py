@@ -53,3 +53,15 @@ def test_model_card_names_the_rounds_and_keeps_the_hand_written_history(tmp_path
     assert "`--round 1`, then `--round 2`, then `--round 3`" in text
     assert text.count("### Round 3") == 1 and text.index("### Round 3") < text.index("## Evaluation")
     assert "old\n" not in text and "| color/text | 50.0% | 2 |" in text
+
+
+def test_model_card_gives_the_recipe_command_the_run_recorded(tmp_path):
+    from omnistream.evaluation.card import write_model_card
+
+    stages = [{"name": n, "steps": 1, "minutes": 1.0, "loss": 0.1} for n in ("codec", "thinker_joint", "talker")]
+    (tmp_path / "training.json").write_text(json.dumps(
+        {"stages": stages, "notes": "n", "recipe": "omnistream train recipes/builtin.py --hours 2.4"}))
+    result = EvalResult(accuracy={"color/text": 0.5}, counts={"color/text": 2}, config={"seed": 1, "per_task": 2})
+    text = write_model_card(tmp_path / "card.md", result, str(tmp_path)).read_text()
+    assert "retrain: `omnistream train recipes/builtin.py --hours 2.4`." in text
+    assert "continue.py" not in text
