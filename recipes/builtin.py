@@ -40,7 +40,7 @@ from omnistream.train.thinker_stage import IMAGE_TYPED_MIX, ThinkerStage, run_th
 
 logger = logging.getLogger(__name__)
 
-SIZES = BuiltinSizes(thinker_layers=4)
+SIZES = BuiltinSizes(thinker_layers=4, video_max_pixels=224 * 224)
 CODEC_SHARE = 0.45
 FINISH_MINUTES = 2.0     # kept back from the budget for assembly
 # Weighted to what the earlier runs found hard (exists, count and describe; spoken questions; direction).

@@ -93,7 +93,11 @@ class PreprocessorSettings:
     dither: float = 0.0
     min_pixels: int = 3136            # image smart-resize bounds (spec §4.2)
     max_pixels: int = 12_845_056
-    video_min_pixels: int = 128 * 32 * 32   # per-frame bounds set by the reference processor (spec §4.3)
+    # Per-frame video bounds: the reference processor's own default (spec §4.3), which it applies whatever the
+    # checkpoint says. A model trained with other bounds (the built-in model's from-nothing recipe: frames kept
+    # at their drawn 224x224, a third of the tokens) names them in preprocessor_config.json as
+    # video_min_pixels / video_max_pixels; released checkpoints have neither key.
+    video_min_pixels: int = 128 * 32 * 32
     video_max_pixels: int = 768 * 32 * 32
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -110,8 +114,8 @@ class PreprocessorSettings:
         pp = _read_json(Path(folder) / "preprocessor_config.json")
         values: dict[str, Any] = {}
         for key in ("sampling_rate", "feature_size", "n_fft", "hop_length", "padding_value", "dither",
-                    "min_pixels", "max_pixels", "rescale_factor", "patch_size", "temporal_patch_size",
-                    "merge_size"):
+                    "min_pixels", "max_pixels", "video_min_pixels", "video_max_pixels", "rescale_factor",
+                    "patch_size", "temporal_patch_size", "merge_size"):
             if key in pp:
                 values[key] = pp[key]
         size = pp.get("size") or {}
@@ -132,12 +136,14 @@ class PreprocessorSettings:
 
     def validate(self) -> None:
         for name in ("sampling_rate", "feature_size", "n_fft", "hop_length", "min_pixels", "max_pixels",
-                     "patch_size", "temporal_patch_size", "merge_size", "n_window"):
+                     "video_min_pixels", "video_max_pixels", "patch_size", "temporal_patch_size", "merge_size",
+                     "n_window"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"preprocessor setting {name} must be positive, got {getattr(self, name)}",
                                   param=name)
-        if self.min_pixels > self.max_pixels:
-            raise ConfigError(f"min_pixels {self.min_pixels} > max_pixels {self.max_pixels}", param="min_pixels")
+        for low, high in (("min_pixels", "max_pixels"), ("video_min_pixels", "video_max_pixels")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f"{low} {getattr(self, low)} > {high} {getattr(self, high)}", param=low)
 
     @property
     def resize_factor(self) -> int:

@@ -44,6 +44,10 @@ class BuiltinSizes:
     code2wav_layers: int = 1
     decoder_dim: int = 96
     bpe_vocab: int = 420
+    # > 0: video frames are kept at most this many pixels (preprocessor_config.json video_max_pixels), instead of
+    # the reference processor's default that upscales a 224x224 frame to 384x384 (576 tokens per 8-frame video
+    # rather than 196, nearly half of a training step's compute at one video batch in eight).
+    video_max_pixels: int = 0
 
 
 PREPROCESSOR = {
@@ -174,6 +178,8 @@ def write_assets(folder: str | Path, sizes: BuiltinSizes = BuiltinSizes()) -> di
     ids = write_tokenizer_files(folder, sizes)
     config = builtin_config(ids, sizes)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2) + "\n")
+    video = {"video_min_pixels": PREPROCESSOR["min_pixels"], "video_max_pixels": sizes.video_max_pixels} \
+        if sizes.video_max_pixels else {}
+    (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR | video, indent=2) + "\n")
     (folder / "generation_config.json").write_text(json.dumps(GENERATION_CONFIG, indent=2) + "\n")
     return config

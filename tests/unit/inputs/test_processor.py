@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnistream.errors import LimitExceeded
+from omnistream.errors import ConfigError, LimitExceeded
 from omnistream.inputs import InputLimits, ModelInputs, Processor
 from omnistream.inputs.tokenizer import write_tokenizer
 from tests.inputs_fixtures import CORPUS, PREPROCESSOR_CONFIG, drawing, encode_video, noise, tone, video_frames
@@ -161,3 +161,22 @@ def test_low_detail_caps_an_image_at_512_by_512(processor):
     with pytest.raises(OmniInputError, match="detail") as caught:
         processor(conversation({"type": "image", "image": image, "detail": "medium"}))
     assert caught.value.param == "detail"
+
+
+def test_a_checkpoint_can_name_its_own_video_frame_bounds(checkpoint, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        config | {"video_min_pixels": 3136, "video_max_pixels": 224 * 224}))
+    video = video_frames(8, 224, 224)
+    own = Processor.from_pretrained(folder)(conversation({"type": "video", "video": video}))
+    assert own.video_grid_thw.tolist() == [[4, 14, 14]]             # kept at 224 px: 196 tokens, not 576
+    assert Processor.from_pretrained(checkpoint)(conversation({"type": "video", "video": video})
+                                                 ).video_grid_thw.tolist() == [[4, 24, 24]]
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        config | {"video_min_pixels": 99_999, "video_max_pixels": 224 * 224}))
+    with pytest.raises(ConfigError, match="video_min_pixels"):
+        Processor.from_pretrained(folder)

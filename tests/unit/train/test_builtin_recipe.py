@@ -1,0 +1,50 @@
+"""recipes/builtin.py: the from-nothing model's shape, and its finish step's record of the run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omnistream.inputs import Processor
+from omnistream.synth import render_video, sample_video_scene
+from omnistream.train.builtin_config import write_assets
+from omnistream.train.cli import load_recipe
+
+RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builtin.py"
+
+
+def test_from_nothing_assets_keep_video_frames_at_their_drawn_size(tmp_path):
+    import numpy as np
+
+    recipe = load_recipe(RECIPE)
+    config = write_assets(tmp_path / "assets", recipe.SIZES)
+    assert config["thinker_config"]["text_config"]["num_hidden_layers"] == 4
+    frames = render_video(sample_video_scene(np.random.default_rng(0)))
+    video = {"role": "user", "content": [{"type": "video", "video": frames}]}
+    inputs = Processor.from_pretrained(tmp_path / "assets")([video])
+    assert inputs.video_grid_thw.tolist() == [[4, 14, 14]]           # 196 tokens a video; the default gives 576
+
+
+def test_a_budget_must_be_positive(tmp_path):
+    with pytest.raises(SystemExit, match="--hours"):
+        load_recipe(RECIPE).run(["--work", str(tmp_path / "w"), "--hours", "0"])
+
+
+def test_finish_records_the_command_and_the_stages(tiny_assets, tmp_path):
+    from omnistream.train.loop import TrainConfig, save_train_checkpoint, TrainState, make_optimizer
+    from omnistream.train.parts import fresh_model, save_part
+
+    recipe = load_recipe(RECIPE)
+    work = tmp_path / "work"
+    model = fresh_model(tiny_assets, seed=1)
+    for name in ("thinker", "talker", "code2wav"):
+        save_part(work, name, getattr(model, name))
+    cfg = TrainConfig(steps=3, out_dir=str(work / "thinker_joint"))
+    save_train_checkpoint(work / "thinker_joint" / "last", model.thinker, make_optimizer(model.thinker, cfg),
+                          TrainState(step=3, losses=[0.5, 0.25], seconds=120.0), cfg)
+    recipe.finish(str(tiny_assets), str(work), str(tmp_path / "out"), 2.5)
+    training = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert training["recipe"] == "omnistream train recipes/builtin.py --hours 2.5"
+    assert [(s["name"], s["steps"], s["minutes"]) for s in training["stages"]] == [("thinker_joint", 3, 2.0)]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
