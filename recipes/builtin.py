@@ -80,10 +80,10 @@ def run(argv: list[str]) -> None:
     end = time.time() + args.hours * 3600 - FINISH_MINUTES * 60
     children = []
     for stage in ("codec", "thinker", "talker"):
-        log = open(work / f"{stage}.log", "a")
         cmd = [sys.executable, "-c", "import sys; from omnistream.train.cli import train_main; "
                "sys.exit(train_main())", __file__, "--work", str(work), "--stage", stage, "--until", str(end)]
-        children.append((stage, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+        with open(work / f"{stage}.log", "a") as log:      # the child keeps its own copy of the handle
+            children.append((stage, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
         logger.info("started %s (log: %s)", stage, work / f"{stage}.log")
     failed = [stage for stage, proc in children if proc.wait() != 0]
     if failed:

@@ -4,19 +4,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from omnistream.inputs import Processor
 from omnistream.synth import render_video, sample_video_scene
 from omnistream.train.builtin_config import write_assets
 from omnistream.train.cli import load_recipe
+from omnistream.train.loop import TrainConfig, TrainState, make_optimizer, save_train_checkpoint
+from omnistream.train.parts import fresh_model, save_part
 
 RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builtin.py"
 
 
 def test_from_nothing_assets_keep_video_frames_at_their_drawn_size(tmp_path):
-    import numpy as np
-
     recipe = load_recipe(RECIPE)
     config = write_assets(tmp_path / "assets", recipe.SIZES)
     assert config["thinker_config"]["text_config"]["num_hidden_layers"] == 4
@@ -32,9 +33,6 @@ def test_a_budget_must_be_positive(tmp_path):
 
 
 def test_finish_records_the_command_and_the_stages(tiny_assets, tmp_path):
-    from omnistream.train.loop import TrainConfig, save_train_checkpoint, TrainState, make_optimizer
-    from omnistream.train.parts import fresh_model, save_part
-
     recipe = load_recipe(RECIPE)
     work = tmp_path / "work"
     model = fresh_model(tiny_assets, seed=1)
