@@ -17,10 +17,9 @@ the same command resumes each stage from its last checkpoint with the time that 
 
 This is the from-nothing recipe of the round-3 shape, written in the fifth session. Run with `--hours 2.4`
 (384 px video frames, as now): mean question accuracy 73-76%, transcription WER 6.3-6.7%, intelligibility
-14.5%. Run with `--hours 2.45` and 224 px frames (sixth session): 72%, WER 5.4-7.4%, intelligibility 8.6%,
-video direction near chance, so frames went back to 384 px. The shipped checkpoint (90-91%) came from the first version of this recipe (`git show
-77ec1b4:recipes/builtin.py`, 2-layer thinker, a cycled pool of spoken examples) continued by recipes/continue.py
-rounds 1-3, ~6.5 h in all; docs/model-card.md compares the two.
+14.5% (a 224 px run is below, at SIZES). The shipped checkpoint (90-91%) came from the first version of this
+recipe (`git show 77ec1b4:recipes/builtin.py`, 2-layer thinker, a cycled pool of spoken examples) continued by
+recipes/continue.py rounds 1-3, ~6.5 h in all; docs/model-card.md compares them.
 `--stage codec|thinker|talker|finish` runs one part alone (what the parent process starts; `finish` records
 `--hours` as the budget the run had).
 """
@@ -43,8 +42,9 @@ from omnistream.train.thinker_stage import IMAGE_TYPED_MIX, ThinkerStage, run_th
 
 logger = logging.getLogger(__name__)
 
-# Video frames at the reference processor's size (384 px): a run at 224 px (sixth session) learned directions
-# barely above chance (17-36% against 41-61% at 384 px), though its steps were 1.5x faster.
+# Video frames at the reference processor's size (384 px). A `--hours 2.45` run at 224 px (sixth session) took
+# 1.5x faster steps but learned directions barely above chance (17-36% against 41-61% at 384 px): mean 72%,
+# transcription WER 5.4-7.4%, intelligibility 8.6%.
 SIZES = BuiltinSizes(thinker_layers=4)
 CODEC_SHARE = 0.45
 FINISH_MINUTES = 2.0     # kept back from the budget for assembly
