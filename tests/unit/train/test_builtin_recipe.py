@@ -48,3 +48,28 @@ def test_finish_records_the_command_and_the_stages(tiny_assets, tmp_path):
     assert training["recipe"] == "omnistream train recipes/builtin.py --hours 2.5"
     assert [(s["name"], s["steps"], s["minutes"]) for s in training["stages"]] == [("thinker_joint", 3, 2.0)]
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_the_talker_takes_the_codec_core_when_the_codec_ends(tmp_path, monkeypatch):
+    recipe = load_recipe(RECIPE)
+    events: list[str] = []
+
+    class Stage:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def wait(self) -> int:
+            events.append(f"{self.name} ended")
+            return 0
+
+    def start(stage, work, end):
+        events.append(f"{stage} started")
+        return Stage(stage)
+
+    monkeypatch.setattr(recipe, "start_stage", start)
+    monkeypatch.setattr(recipe, "write_assets", lambda *a: events.append("assets"))
+    monkeypatch.setattr(recipe, "finish", lambda *a: events.append("finish"))
+    recipe.run(["--work", str(tmp_path / "w"), "--hours", "1"])
+    # Never three training processes on the two cores at once.
+    assert events[:5] == ["assets", "codec started", "thinker started", "codec ended", "talker started"]
+    assert events[-1] == "finish"
