@@ -44,8 +44,9 @@ from omnistream.train.thinker_stage import IMAGE_TYPED_MIX, ThinkerStage, run_th
 logger = logging.getLogger(__name__)
 
 # Video frames at the reference processor's size (384 px). A `--hours 2.45` run at 224 px (sixth session) took
-# 1.5x faster steps but learned directions barely above chance (17-36% against 41-61% at 384 px): mean 72%,
-# transcription WER 5.4-7.4%, intelligibility 8.6%.
+# 1.5x faster steps but ended with directions barely above chance (17-36% against 41-61% at 384 px): mean 72%,
+# transcription WER 5.4-7.4%, intelligibility 8.6%. The seventh session's 384 px run was at 18-26% on direction
+# at 94 min and 74-85% at the end, so direction is learned late; 224 px may have lacked time, not resolution.
 SIZES = BuiltinSizes(thinker_layers=4)
 CODEC_SHARE = 0.35
 FINISH_MINUTES = 2.0     # kept back from the budget for assembly
