@@ -2,7 +2,7 @@
 
     omnistream train recipes/builtin.py [--work runs/scratch] [--out runs/scratch/model] [--hours 3]
 
-Writes the assets (small BPE tokenizer over the world's sentences, chat template, config.json with a 4-layer
+Writes the assets (small BPE tokenizer over the world's sentences, chat template, config.json with a 2-layer
 thinker language model, train/builtin_config.py), then runs the three stages as single-threaded child
 processes on the 2-core CPU, two at a time (one per core), each ending at its share of the budget:
   codec:   mel features -> residual k-means VQ (4 x 256), then Code2Wav (MR-STFT + mel + waveform L1)
@@ -43,11 +43,14 @@ from omnistream.train.thinker_stage import IMAGE_TYPED_MIX, ThinkerStage, run_th
 
 logger = logging.getLogger(__name__)
 
-# Video frames at the reference processor's size (384 px). A `--hours 2.45` run at 224 px (sixth session) took
-# 1.5x faster steps but ended with directions barely above chance (17-36% against 41-61% at 384 px): mean 72%,
-# transcription WER 5.4-7.4%, intelligibility 8.6%. The seventh session's 384 px run was at 18-26% on direction
-# at 94 min and 74-85% at the end, so direction is learned late; 224 px may have lacked time, not resolution.
-SIZES = BuiltinSizes(thinker_layers=4)
+# Video frames at the reference processor's size (384 px). A `--hours 2.45` run at 224 px (sixth session) ended
+# with directions barely above chance (17-36%) after 15,428 thinker steps, where the seventh session's 384 px run
+# reached 74-85% after 15,580: at an equal number of steps, so the lower resolution, not time, is the likely cause.
+# A 2-layer language model and one video batch in 12, as in the chain that made the shipped model: per step the
+# seventh session's run learned as fast as that chain (81% after 15.6k steps, the chain 81% after 15.4k), so what
+# it lacked was steps, and these make a step ~30% cheaper (0.28 s of compute against 0.41 s on one core).
+SIZES = BuiltinSizes(thinker_layers=2)
+VIDEO_EVERY = 12
 CODEC_SHARE = 0.35
 FINISH_MINUTES = 2.0     # kept back from the budget for assembly
 # Weighted to what the earlier runs found hard (exists, count and describe; spoken questions; direction).
@@ -85,7 +88,13 @@ def run(argv: list[str]) -> None:
     end = time.time() + args.hours * 3600 - FINISH_MINUTES * 60
     # Two training processes at a time, one per core: the talker takes the codec's core when the codec ends.
     children = {stage: start_stage(stage, work, end) for stage in ("codec", "thinker")}
-    children["codec"].wait()
+    if children["codec"].wait() != 0:
+        # Without the VQ the talker has no targets: stop now rather than train a thinker for hours in vain.
+        # Both stages checkpoint, so the same command resumes them once the cause is mended.
+        children["thinker"].terminate()
+        children["thinker"].wait()
+        raise SystemExit(f"the codec stage failed (see {work / 'codec.log'}); the thinker was stopped at its "
+                         "last checkpoint and the same command resumes both")
     children["talker"] = start_stage("talker", work, end)
     failed = [stage for stage, proc in children.items() if proc.wait() != 0]
     if failed:
@@ -116,7 +125,7 @@ def run_stage(stage: str, assets: str, work: str, until: float) -> None:
         run_thinker_stage(ThinkerStage(assets, work, TrainConfig(
             steps=100000, lr=2e-3, warmup=100, ckpt_every=100, out_dir=f"{work}/thinker_joint",
             max_minutes=max(1.0, (until - time.time()) / 60), time_schedule=True),
-            task_mix=SCRATCH_MIX, spoken_fraction=0.6, data_seed=2, video_every=8, question_clips=200,
+            task_mix=SCRATCH_MIX, spoken_fraction=0.6, data_seed=2, video_every=VIDEO_EVERY, question_clips=200,
             loss_per_example=True))
     else:
         # The talker needs the VQ's codes for its targets and a thinker to read states from.
@@ -137,5 +146,5 @@ def finish(assets: str, work: str, out: str, hours: float) -> None:
         "Trained from nothing by `omnistream train recipes/builtin.py` on a 2-core CPU: single-threaded processes "
         "two at a time (codec and thinker, then talker and thinker; each with a data process), learning rates on a "
         "cosine that follows the clock. Minutes are each stage's wall time. Steps use batches of 16 (thinker; "
-        "every 8th batch is 8 videos), 8 (talker) and 6 two-second crops (codec).")
+        f"every {VIDEO_EVERY}th batch is 8 videos), 8 (talker) and 6 two-second crops (codec).")
     Path(out, "training.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -20,7 +20,7 @@ RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "builtin.py"
 def test_from_nothing_assets_use_the_reference_video_frame_size(tmp_path):
     recipe = load_recipe(RECIPE)
     config = write_assets(tmp_path / "assets", recipe.SIZES)
-    assert config["thinker_config"]["text_config"]["num_hidden_layers"] == 4
+    assert config["thinker_config"]["text_config"]["num_hidden_layers"] == 2
     frames = render_video(sample_video_scene(np.random.default_rng(0)))
     video = {"role": "user", "content": [{"type": "video", "video": frames}]}
     inputs = Processor.from_pretrained(tmp_path / "assets")([video])
@@ -54,13 +54,35 @@ def test_the_talker_takes_the_codec_core_when_the_codec_ends(tmp_path, monkeypat
     recipe = load_recipe(RECIPE)
     events: list[str] = []
 
+    _fake_stages(recipe, monkeypatch, events)
+    recipe.run(["--work", str(tmp_path / "w"), "--hours", "1"])
+    # Never three training processes on the two cores at once.
+    assert events[:5] == ["assets", "codec started", "thinker started", "codec ended", "talker started"]
+    assert events[-1] == "finish"
+
+
+def test_a_failed_codec_stops_the_run_at_once(tmp_path, monkeypatch):
+    recipe = load_recipe(RECIPE)
+    events: list[str] = []
+    _fake_stages(recipe, monkeypatch, events, failing="codec")
+    with pytest.raises(SystemExit, match="codec stage failed"):
+        recipe.run(["--work", str(tmp_path / "w"), "--hours", "1"])
+    # No talker waits for a VQ that will never come, and the thinker is not left training on its own.
+    assert events[1:] == ["codec started", "thinker started", "codec ended", "thinker stopped", "thinker ended"]
+
+
+def _fake_stages(recipe, monkeypatch, events: list[str], failing: str = "") -> None:
+    """Stage processes that only record what the parent does to them."""
     class Stage:
         def __init__(self, name: str) -> None:
             self.name = name
 
         def wait(self) -> int:
             events.append(f"{self.name} ended")
-            return 0
+            return 1 if self.name == failing else 0
+
+        def terminate(self) -> None:
+            events.append(f"{self.name} stopped")
 
     def start(stage, work, end):
         events.append(f"{stage} started")
@@ -69,7 +91,3 @@ def test_the_talker_takes_the_codec_core_when_the_codec_ends(tmp_path, monkeypat
     monkeypatch.setattr(recipe, "start_stage", start)
     monkeypatch.setattr(recipe, "write_assets", lambda *a: events.append("assets"))
     monkeypatch.setattr(recipe, "finish", lambda *a: events.append("finish"))
-    recipe.run(["--work", str(tmp_path / "w"), "--hours", "1"])
-    # Never three training processes on the two cores at once.
-    assert events[:5] == ["assets", "codec started", "thinker started", "codec ended", "talker started"]
-    assert events[-1] == "finish"
