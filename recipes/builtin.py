@@ -46,8 +46,9 @@ logger = logging.getLogger(__name__)
 # Video frames at the reference processor's size (384 px). A `--hours 2.45` run at 224 px (sixth session) ended
 # with directions barely above chance (17-36%) after 15,428 thinker steps, where the seventh session's 384 px run
 # reached 74-85% after 15,580: at an equal number of steps, so the lower resolution, not time, is the likely cause.
-# A 2-layer language model and one video batch in 12, as in the chain that made the shipped model: per step the
-# seventh session's run learned as fast as that chain (81% after 15.6k steps, the chain 81% after 15.4k), so what
+# A 2-layer language model (the chain that made the shipped model had 2 layers for 23k of its 30k thinker steps)
+# and one video batch in 12 (its first stage's rate; its later rounds used 8): per step the seventh session's run
+# (4 layers, one in 8) learned as fast as that chain (81% after 15.6k steps, the chain 81% after 15.4k), so what
 # it lacked was steps, and these make a step ~30% cheaper (0.28 s of compute against 0.41 s on one core).
 SIZES = BuiltinSizes(thinker_layers=2)
 VIDEO_EVERY = 12
