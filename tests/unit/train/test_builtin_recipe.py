@@ -53,7 +53,6 @@ def test_finish_records_the_command_and_the_stages(tiny_assets, tmp_path):
 def test_the_talker_takes_the_codec_core_when_the_codec_ends(tmp_path, monkeypatch):
     recipe = load_recipe(RECIPE)
     events: list[str] = []
-
     _fake_stages(recipe, monkeypatch, events)
     recipe.run(["--work", str(tmp_path / "w"), "--hours", "1"])
     # Never three training processes on the two cores at once.
