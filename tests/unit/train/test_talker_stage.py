@@ -75,3 +75,23 @@ def test_talker_loss_decreases(tiny_checkpoint):
         optimizer.step()
     assert float(loss) < 0.5 * first
     assert set(metrics) == {"c0", "acc0", "res", "acc_res"}
+
+
+def test_video_examples_get_batches_of_their_own():
+    from omnistream.train.loop import TrainConfig
+    from omnistream.train.talker_stage import TALKER_MIX, TalkerStage, batch_plan
+    stage = TalkerStage("assets", "work", TrainConfig(steps=1), video_every=4)
+    plans = [batch_plan(stage, b) for b in range(40)]
+    video = [b for b, (mix, _, _) in enumerate(plans) if set(mix) == {"direction", "moving_color"}]
+    assert video == list(range(3, 40, 4))
+    other = [b for b in range(40) if b not in video]
+    assert all("direction" not in plans[b][0] and "color" in plans[b][0] for b in other)
+    # each stream walks its own examples in order, with no gap or repeat, under its own seed
+    assert [plans[b][2] for b in video] == list(range(len(video)))
+    assert [plans[b][2] for b in other] == list(range(len(other)))
+    assert {plans[b][1] for b in video} != {plans[b][1] for b in other}
+    examples = make_examples("train", 6, plans[3][1], plans[3][0], spoken_fraction=0.0, workers=1)
+    assert {e.task for e in examples} <= {"direction", "moving_color"}
+    # 0 keeps the single mixed stream
+    mixed = TalkerStage("assets", "work", TrainConfig(steps=1), video_every=0)
+    assert batch_plan(mixed, 7) == ({t: w for t, w in TALKER_MIX.items() if w > 0}, mixed.seed, 7)
