@@ -10,7 +10,8 @@ processes on the 2-core CPU, two at a time (one per core), each ending at its sh
   thinker: encoder alignment (language model frozen, 100 steps), then joint training on every task until the
            end: every spoken question over a fresh image (QuestionSpeaker), the per-example loss
   talker:  starts when the codec ends; talker + code predictor on the codec codes of the spoken answers from
-           the thinker's states, re-reading the thinker every 50 steps; ends with it
+           the thinker's states (video questions in batches of their own), re-reading the thinker every 50
+           steps; ends with it
 then assembles config + tokenizer + model.safetensors + training.json into --out. Learning rates follow the
 clock (TrainConfig.time_schedule), so every stage ends decayed whenever its time is up. Stopped midway,
 the same command resumes each stage from its last checkpoint with the time that is left.
@@ -150,5 +151,6 @@ def finish(assets: str, work: str, out: str, hours: float) -> None:
         "Trained from nothing by `omnistream train recipes/builtin.py` on a 2-core CPU: single-threaded processes "
         "two at a time (codec and thinker, then talker and thinker; each with a data process), learning rates on a "
         "cosine that follows the clock. Minutes are each stage's wall time. Steps use batches of 16 (thinker; "
-        f"every {VIDEO_EVERY}th batch is 8 videos), 8 (talker) and 6 two-second crops (codec).")
+        f"every {VIDEO_EVERY}th batch is 8 videos), 8 (talker; every 16th batch is videos) and 6 two-second crops "
+        "(codec).")
     Path(out, "training.json").write_text(json.dumps(summary, indent=1) + "\n")
