@@ -12,6 +12,9 @@ layers (train/grow.py: the new layers start as exact no-ops, so training starts 
 round 2's data, a mix weighted to what round 2 left weak and a per-example loss (the shipped run switched to it
 at step 2500 of 7000, after a check showed spoken yes/no answers were not improving). Its config lives in `<work>/assets`; `finish`
 ships that config with the weights. Start `thinker` first: it writes the deepened thinker the talker loads.
+`--round 4` (e.g. `--work runs/cont4`) is the tenth session's: round 3's data and mix, continued from round 3's
+(4-layer) weights, with each spoken question's states pulled towards its typed twin's (data.twin_consistency);
+its learning rates follow the clock (`--minutes`), so give a large `--steps`.
 
 The work folder is seeded with the shipped checkpoint's parts (thinker, talker, code2wav) unless it already
 holds them, so both stages start from the trained model, not from fresh weights. The talker stage also needs
@@ -55,6 +58,8 @@ STAGE_NOTES = {
     "talker_cont2": "round 2: against the round-2 thinker (re-read every 50 steps)",
     "thinker_cont3": "round 3: language model grown from 2 to 4 layers (new layers start as no-ops), round 2's data",
     "talker_cont3": "round 3: against the round-3 thinker (still reading its layer-2 hidden state)",
+    "thinker_cont4": "round 4: round 3's data, spoken questions pulled towards their typed twins' states",
+    "talker_cont4": "round 4: against the round-4 thinker (re-read every 50 steps)",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -69,8 +74,13 @@ ROUND3_NOTE = ("Round 3 (`--round 3`, runs/cont3) grew the thinker's language mo
                "and, from step 2500, a per-example loss (every answer weighs the same, so one-token yes/no and count "
                "answers are not drowned by long descriptions; thinker_cont3's logged loss is that mean). The talker "
                "still reads the thinker's layer-2 hidden state.")
+ROUND4_NOTE = ("Round 4 (`--round 4`, runs/cont4) continued from round 3's weights with round 3's data and a typed-twin "
+               "consistency (weight 1.0): every spoken question's middle-layer and last-layer states at the answer were "
+               "pulled towards those of the same question typed, since spoken exists and filtered count questions, "
+               "whose one-word answers never repeat what was asked, were learnt far worse than typed ones.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
-               (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}))
+               (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}))
+TWIN_WEIGHT = 1.0
 
 
 def seed_work(assets: str, work: str) -> None:
@@ -97,8 +107,9 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3),
-                        help="1: the second session's continuation; 2: the third's; 3: the fourth's (see the docstring)")
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4),
+                        help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's "
+                             "(see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -112,17 +123,19 @@ def run(argv: list[str]) -> None:
     suffix = "" if args.round == 1 else str(args.round)
     if args.part == "thinker":
         fresh_data = args.round >= 2
-        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX}[args.round]
+        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX}[args.round]
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
-            out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes),
-            task_mix=mix, spoken_fraction=0.65 if args.round == 3 else 0.6,
+            out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
+            task_mix=mix, spoken_fraction=0.65 if args.round >= 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
-            question_clips=200 if fresh_data else 0, loss_per_example=args.round == 3), threads=args.threads)
+            question_clips=200 if fresh_data else 0, loss_per_example=args.round >= 3,
+            twin_weight=TWIN_WEIGHT if args.round == 4 else 0.0), threads=args.threads)
     else:
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
-            out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes), batch_size=8,
+            out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
+            batch_size=8,
             seed=7 + 10 * (args.round - 1)), threads=args.threads)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
+from omnistream.errors import ConfigError
 from omnistream.inputs import Processor
 from omnistream.synth import Example, make_examples, speech
 from omnistream.synth.tasks import TRANSCRIBE_TASKS
@@ -37,6 +38,7 @@ class Sample:
     video_grid_thw: torch.Tensor | None = None
     input_features: torch.Tensor | None = None      # [mel, F]
     task: str = ""
+    twin: "Sample | None" = None    # the same example with its question typed (QuestionSpeaker, `twins`)
 
 
 def encode(processor: Processor, example: Example) -> Sample:
@@ -87,21 +89,25 @@ def collate(samples: list[Sample], pad_id: int) -> dict[str, Any]:
             feats[i, :, :a.shape[-1]] = a
             mask[i, :a.shape[-1]] = 1
         batch["input_features"], batch["feature_attention_mask"] = feats, mask
+    rows = [b for b, s in enumerate(samples) if s.twin is not None]
+    if rows:
+        batch["twin"] = collate([samples[b].twin for b in rows], pad_id)
+        batch["twin_rows"] = torch.tensor(rows)
     return batch
 
 
 def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any], per_example: bool = False,
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                 twin_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy over answer tokens; also token accuracy for the progress bar.
 
     Token mean by default. `per_example` averages within each answer first, then over answers: with the token
     mean a "Yes." weighs 3 tokens against a description's ~20, so yes/no and counting questions, whose answer
-    hinges on one token, get a sliver of the gradient."""
-    embeds, visual_mask, deepstack = thinker.embed(
-        batch["input_ids"], batch.get("input_features"), batch.get("feature_attention_mask"),
-        batch.get("pixel_values"), batch.get("image_grid_thw"), batch.get("pixel_values_videos"),
-        batch.get("video_grid_thw"))
-    hidden, _ = thinker(embeds, batch["position_ids"], visual_mask=visual_mask, deepstack=deepstack)
+    hinges on one token, get a sliver of the gradient.
+
+    `twin_weight` > 0 adds `twin_consistency` for the rows that have a typed twin (batch["twin"])."""
+    twins = twin_weight > 0 and "twin" in batch
+    middle = _middle_layer(thinker) if twins else None
+    hidden, captured = _decode(thinker, batch, middle)
     targets = batch["targets"]
     keep = targets != IGNORE
     logits = thinker.compute_logits(hidden[keep])                          # [N, V]
@@ -113,7 +119,51 @@ def thinker_loss(thinker: torch.nn.Module, batch: Mapping[str, Any], per_example
     else:
         loss = token_loss.mean()
     acc = (logits.argmax(-1) == targets[keep]).float().mean().item()
-    return loss, {"tok_acc": acc}
+    metrics = {"tok_acc": acc}
+    if twins:
+        twin_loss = twin_consistency(thinker, batch, hidden, captured, middle)
+        loss = loss + twin_weight * twin_loss
+        metrics["twin"] = twin_loss.item()
+    return loss, metrics
+
+
+def _middle_layer(thinker: torch.nn.Module) -> int:
+    return max(1, len(thinker.model.layers) // 2)
+
+
+def _decode(thinker: torch.nn.Module, batch: Mapping[str, Any], capture: int | None,
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    embeds, visual_mask, deepstack = thinker.embed(
+        batch["input_ids"], batch.get("input_features"), batch.get("feature_attention_mask"),
+        batch.get("pixel_values"), batch.get("image_grid_thw"), batch.get("pixel_values_videos"),
+        batch.get("video_grid_thw"))
+    return thinker(embeds, batch["position_ids"], visual_mask=visual_mask, deepstack=deepstack,
+                   capture_hidden_layer=capture)
+
+
+def twin_consistency(thinker: torch.nn.Module, batch: Mapping[str, Any], hidden: torch.Tensor,
+                     captured: torch.Tensor, middle: int) -> torch.Tensor:
+    """How far a spoken question leaves the language model from where its typed twin leaves it.
+
+    A spoken question is learnt only where the answer repeats what was asked before it depends on it ("The
+    circle is red."): there the answer's own text carries the question on. "Is there a red square?" -> "Yes."
+    gives one bit for the whole path from speech to the image, and the from-nothing runs answered it from the
+    image alone (spoken exists at chance while typed reached 94-100%). The typed twin (same image, same answer,
+    no gradient) shows the states that path should reach: at every answer position, the middle layer's and the
+    last layer's hidden state of the spoken row are pulled towards the twin's (squared error over the twin's
+    squared norm, so the scale of the states does not matter). Both rows hold the same answer tokens, so the
+    positions pair up in order."""
+    twin = batch["twin"]
+    with torch.no_grad():
+        twin_hidden, twin_captured = _decode(thinker, twin, middle)
+    rows = batch["twin_rows"]
+    keep, twin_keep = batch["targets"][rows] != IGNORE, twin["targets"] != IGNORE
+    if not torch.equal(keep.sum(1), twin_keep.sum(1)):
+        raise ValueError("a spoken row and its typed twin have different answers")
+    pairs = ((captured[rows][keep], twin_captured[twin_keep]), (hidden[rows][keep], twin_hidden[twin_keep]))
+    terms = [((spoken.float() - typed.float()).pow(2).sum(-1) / typed.float().pow(2).sum(-1).clamp(min=1e-6)).mean()
+             for spoken, typed in pairs]
+    return sum(terms) / len(terms)
 
 
 class QuestionSpeaker:
@@ -163,23 +213,31 @@ class QuestionSpeaker:
 class ExampleStream:
     """Endless, seeded, resumable stream of encoded samples: example i of (split, seed) is fixed, so a resumed
     run continues with exactly the examples it would have seen (`position` is saved in the checkpoint).
-    `transform(example, index)`, when given, rewrites each example before it is encoded (QuestionSpeaker)."""
+    `transform(example, index)`, when given, rewrites each example before it is encoded (QuestionSpeaker); with
+    `twins`, an example whose typed question it made spoken keeps the typed one as its `twin`."""
 
     def __init__(self, processor: Processor, task_mix: Mapping[str, float], *, seed: int = 0,
                  spoken_fraction: float = 0.0, split: str = "train", chunk: int = 64, position: int = 0,
-                 transform: Callable[[Example, int], Example] | None = None) -> None:
+                 transform: Callable[[Example, int], Example] | None = None, twins: bool = False) -> None:
         self.processor, self.task_mix, self.seed = processor, dict(task_mix), seed
         self.spoken_fraction, self.split, self.chunk = spoken_fraction, split, chunk
-        self.position, self.transform = position, transform
+        self.position, self.transform, self.twins = position, transform, twins
         self._buffer: list[Sample] = []
         self._buffer_start = position
 
     def _fill(self) -> None:
         examples = make_examples(self.split, self.chunk, self.seed, self.task_mix, start=self.position,
                                  spoken_fraction=self.spoken_fraction, workers=1)
-        if self.transform is not None:
-            examples = [self.transform(e, self.position + i) for i, e in enumerate(examples)]
-        self._buffer = [encode(self.processor, e) for e in examples]
+        if self.transform is None:
+            self._buffer = [encode(self.processor, e) for e in examples]
+            return
+        self._buffer = []
+        for i, example in enumerate(examples):
+            changed = self.transform(example, self.position + i)
+            sample = encode(self.processor, changed)
+            if self.twins and example.question_modality == "text" and changed.question_modality == "speech":
+                sample.twin = encode(self.processor, example)
+            self._buffer.append(sample)
 
     def take(self, n: int) -> list[Sample]:
         out = []
@@ -235,7 +293,8 @@ class _BatchDataset(torch.utils.data.IterableDataset):
             seed = src.seed + 1000 * k
             if src.question_clips and name != "typed":
                 speaker = QuestionSpeaker(seed, spoken, src.question_clips)
-                stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=0.0, transform=speaker)
+                stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=0.0, transform=speaker,
+                                       twins=src.twins)
             else:
                 stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=spoken)
             done = src.batches_before(b, name) * per_batch
@@ -263,6 +322,7 @@ class BatchSource:
     is cycled, each encoded once — the first recipes' behaviour), and videos
     (~600 tokens each, so they get their own batch every `video_every` batches — padding would otherwise make
     every row 600 long). A non-video batch holds `batch_size` examples, `spoken_per_batch` of them spoken.
+    With `twins` (needs `question_clips`) a spoken question, image or video, carries its typed twin (Sample.twin).
     With `workers` > 0 the examples are made in a background process while the main process trains."""
     processor: Processor
     task_mix: Mapping[str, float]
@@ -274,6 +334,12 @@ class BatchSource:
     video_batch_size: int = 8
     spoken_pool: int = 3000
     question_clips: int = 0
+    twins: bool = False
+
+    def __post_init__(self) -> None:
+        if self.twins and not self.question_clips:
+            raise ConfigError("typed twins need question_clips > 0: only QuestionSpeaker keeps the typed question",
+                              param="twins")
 
     def groups(self) -> list[tuple[str, dict[str, float], float, int]]:
         """(name, task mix, spoken fraction, examples per non-video batch) of the non-empty streams."""

@@ -41,6 +41,7 @@ class ThinkerStage:
     spoken_pool: int = 3000    # spoken examples encoded once and cycled (BatchSource), when question_clips is 0
     question_clips: int = 0    # > 0: fresh examples, spoken questions from a bank of this many clips per question
     loss_per_example: bool = False  # thinker_loss(per_example=...): every answer weighs the same, short or long
+    twin_weight: float = 0.0   # > 0: spoken questions also pulled towards their typed twin (data.twin_consistency)
 
 
 def _freeze_lm(thinker: torch.nn.Module) -> None:
@@ -57,12 +58,15 @@ def run_thinker_stage(stage: ThinkerStage, eval_fn: Any = None, threads: int = 1
         _freeze_lm(thinker)
     source = BatchSource(processor, stage.task_mix, stage.batch_size, stage.data_seed, stage.spoken_fraction,
                          workers=stage.workers, video_every=stage.video_every, spoken_pool=stage.spoken_pool,
-                         question_clips=stage.question_clips)
+                         question_clips=stage.question_clips, twins=stage.twin_weight > 0)
 
     def checkpoint(module: torch.nn.Module, state: TrainState) -> None:
         save_part(stage.work, "thinker", module)
 
-    state = train(thinker, lambda b: thinker_loss(thinker, b, stage.loss_per_example), source, stage.train, eval_fn=eval_fn, on_checkpoint=checkpoint,
+    def loss_fn(batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        return thinker_loss(thinker, batch, stage.loss_per_example, stage.twin_weight)
+
+    state = train(thinker, loss_fn, source, stage.train, eval_fn=eval_fn, on_checkpoint=checkpoint,
                   examples_per_batch=stage.batch_size)
     save_part(stage.work, "thinker", thinker)
     for p in thinker.parameters():
