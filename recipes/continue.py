@@ -21,6 +21,9 @@ holds them, so both stages start from the trained model, not from fresh weights.
 stage 1's residual VQ (`<work>/rvq.safetensors`, copy it from runs/builtin). Run `thinker` and `talker` as two
 processes at once: the talker re-reads the thinker's latest weights every `reload_every` steps, so it learns
 to speak from the thinker's new hidden states. The codec stays as shipped.
+The VQ that made the shipped codes is not in the repository (it was a training-only part of runs/builtin), and a
+fit today gives other codes: the shipped talker's teacher-forced loss on them is ~11, against 0.21 when round 3
+ended. So without that folder the talker cannot be continued, and round 4 trained the thinker only.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
