@@ -77,10 +77,11 @@ ROUND3_NOTE = ("Round 3 (`--round 3`, runs/cont3) grew the thinker's language mo
                "and, from step 2500, a per-example loss (every answer weighs the same, so one-token yes/no and count "
                "answers are not drowned by long descriptions; thinker_cont3's logged loss is that mean). The talker "
                "still reads the thinker's layer-2 hidden state.")
-ROUND4_NOTE = ("Round 4 (`--round 4`, runs/cont4) continued from round 3's weights with round 3's data and a typed-twin "
-               "consistency (weight 1.0): every spoken question's middle-layer and last-layer states at the answer were "
-               "pulled towards those of the same question typed, since spoken exists and filtered count questions, "
-               "whose one-word answers never repeat what was asked, were learnt far worse than typed ones.")
+ROUND4_NOTE = ("Round 4 (`--round 4`, runs/cont4) continued from round 3's weights with round 3's data and a "
+               "typed-twin consistency (weight 1.0): every spoken question's middle-layer and last-layer states at "
+               "the answer were pulled towards those of the same question typed, since spoken exists and filtered "
+               "count questions, whose answers commit before repeating what was asked, were learnt far worse than "
+               "typed ones.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}))
 TWIN_WEIGHT = 1.0
