@@ -23,7 +23,8 @@ processes at once: the talker re-reads the thinker's latest weights every `reloa
 to speak from the thinker's new hidden states. The codec stays as shipped.
 The VQ that made the shipped codes is not in the repository (it was a training-only part of runs/builtin), and a
 fit today gives other codes: the shipped talker's teacher-forced loss on them is ~11, against 0.21 when round 3
-ended. So without that folder the talker cannot be continued, and round 4 trained the thinker only.
+ended. So without that folder the talker cannot be continued, and round 4 trained the thinker only. Checkpoints
+assembled since then carry their VQ (`rvq.safetensors`, parts.VQ_FILE), and seed_work copies it into the work folder.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,7 +42,7 @@ import torch
 from omnistream.checkpoint import load_checkpoint
 from omnistream.train.grow import deepen_assets, deepen_thinker_part
 from omnistream.train.loop import TrainConfig
-from omnistream.train.parts import COMPONENTS, fresh_model, save_part, training_summary
+from omnistream.train.parts import COMPONENTS, VQ_FILE, fresh_model, save_part, training_summary
 from omnistream.train.talker_stage import TalkerStage, run_talker_stage
 from omnistream.train.thinker_stage import ThinkerStage, run_thinker_stage
 
@@ -88,7 +90,11 @@ TWIN_WEIGHT = 1.0
 
 
 def seed_work(assets: str, work: str) -> None:
-    """Write the shipped checkpoint's parts into `work` (only those not already there)."""
+    """Write the shipped checkpoint's parts into `work` (only those not already there), and its VQ if it has one."""
+    vq = Path(assets) / VQ_FILE
+    if vq.is_file() and not (Path(work) / VQ_FILE).is_file():
+        Path(work).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(vq, Path(work) / VQ_FILE)
     missing = [n for n in COMPONENTS if not (Path(work) / f"{n}.safetensors").is_file()]
     if not missing:
         return

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 COMPONENTS = ("thinker", "talker", "code2wav")
 ASSET_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.json", "chat_template.jinja",
                "preprocessor_config.json", "generation_config.json", "config.json")
+# The residual VQ whose codes the talker and Code2Wav learnt. Inference never reads it, but continuing the talker
+# needs its targets in the same codes, and a fit made later need not reproduce them: it ships with the weights.
+VQ_FILE = "rvq.safetensors"
 
 
 def save_part(work: str | Path, name: str, module: nn.Module) -> Path:
@@ -58,12 +61,16 @@ def fresh_model(assets: str | Path, work: str | Path | None = None, seed: int = 
 
 
 def assemble(assets: str | Path, work: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write a complete checkpoint folder: the asset files plus model.safetensors from the trained parts."""
+    """Write a complete checkpoint folder: the asset files plus model.safetensors from the trained parts, and
+    the work folder's VQ (VQ_FILE) when it has one."""
     assets, out = Path(assets), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ASSET_FILES:
         if (assets / name).is_file() and (assets.resolve() != out.resolve()):
             shutil.copy2(assets / name, out / name)
+    if (Path(work) / VQ_FILE).is_file():
+        shutil.copy2(Path(work) / VQ_FILE, out / VQ_FILE)
+        (out / VQ_FILE).chmod(0o644)
     model = fresh_model(assets, work)
     tmp = out / ".model.tmp"
     save_checkpoint(model, tmp, dtype=dtype)

@@ -117,3 +117,22 @@ def test_round_four_trains_the_thinker_with_typed_twins(tiny_assets, tmp_path, m
     assert state["step"] == 3 and state["metrics"]["twin"] > 0        # the consistency was part of the loss
     after = fresh_model(shipped, work, seed=0).thinker.state_dict()
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
+
+
+def test_the_vq_travels_with_the_checkpoint_and_back_into_a_continuation(tiny_assets, tmp_path):
+    from omnistream.api import Omni
+    from omnistream.train.codec import ResidualVQ
+    from omnistream.train.parts import VQ_FILE, assemble, save_part
+
+    recipe = load_recipe(RECIPE)
+    work = tmp_path / "work"
+    model = fresh_model(tiny_assets, seed=3)
+    for name in ("thinker", "talker", "code2wav"):
+        save_part(work, name, getattr(model, name))
+    ResidualVQ.fit(torch.randn(200, 8), 2, 4, seed=0).save(work / VQ_FILE)
+    out = assemble(tiny_assets, work, tmp_path / "out")
+    assert (out / VQ_FILE).read_bytes() == (work / VQ_FILE).read_bytes()
+    Omni.from_pretrained(out)                         # the extra file does not disturb loading
+    again = tmp_path / "again"
+    recipe.seed_work(str(out), str(again))
+    assert (again / VQ_FILE).read_bytes() == (work / VQ_FILE).read_bytes()
