@@ -122,13 +122,12 @@ def test_round_four_trains_the_thinker_with_typed_twins(tiny_assets, tmp_path, m
 def test_the_vq_travels_with_the_checkpoint_and_back_into_a_continuation(tiny_assets, tmp_path):
     from omnistream.api import Omni
     from omnistream.train.codec import ResidualVQ
-    from omnistream.train.parts import VQ_FILE, assemble, save_part
+    from omnistream.train.parts import VQ_FILE, assemble
 
     recipe = load_recipe(RECIPE)
     work = tmp_path / "work"
-    model = fresh_model(tiny_assets, seed=3)
-    for name in ("thinker", "talker", "code2wav"):
-        save_part(work, name, getattr(model, name))
+    recipe.seed_work(str(_checkpoint(tiny_assets, tmp_path / "trained", seed=3)), str(work))  # no VQ there yet
+    assert not (work / VQ_FILE).exists()
     ResidualVQ.fit(torch.randn(200, 8), 2, 4, seed=0).save(work / VQ_FILE)
     out = assemble(tiny_assets, work, tmp_path / "out")
     assert (out / VQ_FILE).read_bytes() == (work / VQ_FILE).read_bytes()
