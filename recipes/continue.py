@@ -17,14 +17,14 @@ ships that config with the weights. Start `thinker` first: it writes the deepene
 its learning rates follow the clock (`--minutes`), so give a large `--steps`.
 
 The work folder is seeded with the shipped checkpoint's parts (thinker, talker, code2wav) unless it already
-holds them, so both stages start from the trained model, not from fresh weights. The talker stage also needs
-stage 1's residual VQ (`<work>/rvq.safetensors`, copy it from runs/builtin). Run `thinker` and `talker` as two
-processes at once: the talker re-reads the thinker's latest weights every `reload_every` steps, so it learns
+holds them, so both stages start from the trained model, not from fresh weights. Run `thinker` and `talker` as
+two processes at once: the talker re-reads the thinker's latest weights every `reload_every` steps, so it learns
 to speak from the thinker's new hidden states. The codec stays as shipped.
-The VQ that made the shipped codes is not in the repository (it was a training-only part of runs/builtin), and a
-fit today gives other codes: the shipped talker's teacher-forced loss on them is ~11, against 0.21 when round 3
-ended. So without that folder the talker cannot be continued, and round 4 trained the thinker only. Checkpoints
-assembled since then carry their VQ (`rvq.safetensors`, parts.VQ_FILE), and seed_work copies it into the work folder.
+The talker stage also needs the residual VQ whose codes the checkpoint learnt (`<work>/rvq.safetensors`).
+Checkpoints assembled since the tenth session carry it (parts.VQ_FILE) and seed_work copies it in. The shipped
+one predates that: its VQ was a training-only file of runs/builtin, which is gone, and a fit today gives other
+codes (the shipped talker's teacher-forced loss on them is ~11, against 0.21 when round 3 ended), so its talker
+cannot be continued and round 4 trained the thinker only.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.

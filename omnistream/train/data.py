@@ -38,7 +38,7 @@ class Sample:
     video_grid_thw: torch.Tensor | None = None
     input_features: torch.Tensor | None = None      # [mel, F]
     task: str = ""
-    twin: "Sample | None" = None    # the same example with its question typed (QuestionSpeaker, `twins`)
+    twin: Sample | None = None      # the same example with its question typed (QuestionSpeaker, `twins`)
 
 
 def encode(processor: Processor, example: Example) -> Sample:
