@@ -2,6 +2,8 @@
 
     omnistream train recipes/continue.py thinker [--work runs/cont] [--steps 5000] [--minutes 90] [--lr 1e-3]
     omnistream train recipes/continue.py talker  [--work runs/cont] [--steps 4000] [--minutes 90] [--lr 5e-4]
+    omnistream train recipes/continue.py adapters [--work runs/cont]
+    omnistream train recipes/continue.py record  [--work runs/cont] [--count 2000]
     omnistream train recipes/continue.py finish  [--work runs/cont] [--out omnistream/assets/builtin]
 
 `--round 2` (with a fresh `--work`, e.g. runs/cont2) is the third session's continuation: every spoken
@@ -24,7 +26,12 @@ The talker stage also needs the residual VQ whose codes the checkpoint learnt (`
 Checkpoints assembled since the tenth session carry it (parts.VQ_FILE) and seed_work copies it in. The shipped
 one predates that: its VQ was a training-only file of runs/builtin, which is gone, and a fit today gives other
 codes (the shipped talker's teacher-forced loss on them is ~11, against 0.21 when round 3 ended), so its talker
-cannot be continued and round 4 trained the thinker only.
+cannot be continued on VQ codes. Round 4 therefore trains the talker in three steps after the thinker:
+  adapters  refits the work talker's two input projections so that it hears the new thinker as it heard the
+            checkpoint's (train/talker_adapters.py; the talker's own weights untouched)
+  record    has the checkpoint speak `--count` training examples and keeps the codes of the answers it got
+            right (train/talker_codes.py): targets in the shipped codec's own codes
+  talker    `--round 4` then trains the talker on those recorded codes against the new thinker
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -35,15 +42,19 @@ import argparse
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import torch
 
 from omnistream.checkpoint import load_checkpoint
+from omnistream.inputs import Processor
 from omnistream.train.grow import deepen_assets, deepen_thinker_part
 from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import COMPONENTS, VQ_FILE, fresh_model, save_part, training_summary
-from omnistream.train.talker_stage import TalkerStage, run_talker_stage
+from omnistream.train.talker_adapters import FIT_STEPS, refit_talker_inputs
+from omnistream.train.talker_codes import record_codes
+from omnistream.train.talker_stage import TALKER_MIX, TalkerStage, run_talker_stage
 from omnistream.train.thinker_stage import ThinkerStage, run_thinker_stage
 
 logger = logging.getLogger(__name__)
@@ -65,6 +76,8 @@ STAGE_NOTES = {
     "talker_cont3": "round 3: against the round-3 thinker (still reading its layer-2 hidden state)",
     "thinker_cont4": "round 4: round 3's data, spoken questions pulled towards their typed twins' states",
     "talker_cont4": "round 4: against the round-4 thinker (re-read every 50 steps)",
+    "talker_adapters": "the talker's text and hidden projections refitted to the continued thinker "
+                       "(train/talker_adapters.py); metrics: relative error of its inputs before (drift) and after",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -84,9 +97,17 @@ ROUND4_NOTE = ("Round 4 (`--round 4`, runs/cont4) continued from round 3's weigh
                "the answer were pulled towards those of the same question typed, since spoken exists and filtered "
                "count questions, whose answers commit before repeating what was asked, were learnt far worse than "
                "typed ones.")
+ADAPTERS_NOTE = ("The talker was not retrained after round 4 (the VQ its codes came from was lost); instead its text "
+                 "and hidden projections were refitted so that the round-4 thinker's token embeddings and media states "
+                 "reach it as round 3's did (`recipes/continue.py adapters`: least squares, then Adam on the "
+                 "projections' outputs; talker_adapters' metrics are the relative errors before and after).")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
-               (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}))
+               (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
+               (ADAPTERS_NOTE, {"talker_adapters"}))
 TWIN_WEIGHT = 1.0
+ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
+RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, round 4's talker targets
+RECORD_SEED = 41
 
 
 def seed_work(assets: str, work: str) -> None:
@@ -107,7 +128,7 @@ def seed_work(assets: str, work: str) -> None:
 
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="omnistream train recipes/continue.py")
-    parser.add_argument("part", choices=("thinker", "talker", "finish"))
+    parser.add_argument("part", choices=("thinker", "talker", "adapters", "record", "finish"))
     parser.add_argument("--work", default="runs/cont")
     parser.add_argument("--assets", default=ASSETS)
     parser.add_argument("--out", default=ASSETS)
@@ -117,6 +138,10 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
+    parser.add_argument("--count", type=int, default=2000,
+                        help="record: training examples the checkpoint speaks (a multiple of 100)")
+    parser.add_argument("--prompts", type=int, default=150,
+                        help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's "
                              "(see the docstring)")
@@ -131,7 +156,13 @@ def run(argv: list[str]) -> None:
         if deepen_thinker_part(args.work, assets):
             logger.info("deepened the thinker in %s to %d layers", args.work, ROUND3_LAYERS)
     suffix = "" if args.round == 1 else str(args.round)
-    if args.part == "thinker":
+    if args.part == "adapters":
+        refit_adapters(args.assets, assets, args.work, args.prompts)
+    elif args.part == "record":
+        kept = record_codes(args.assets, Path(args.work) / RECORDING, start=0, count=args.count, seed=RECORD_SEED,
+                            mix=TALKER_MIX, spoken_fraction=0.3)
+        logger.info("recorded %d new answers of %s into %s", kept, args.assets, Path(args.work) / RECORDING)
+    elif args.part == "thinker":
         fresh_data = args.round >= 2
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX}[args.round]
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
@@ -145,8 +176,32 @@ def run(argv: list[str]) -> None:
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
-            batch_size=8,
-            seed=7 + 10 * (args.round - 1)), threads=args.threads)
+            batch_size=8, seed=7 + 10 * (args.round - 1),
+            recorded=str(Path(args.work) / RECORDING) if args.round == 4 else ""), threads=args.threads)
+
+
+def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int) -> None:
+    """Refit the work talker's input projections to the work thinker, against the checkpoint's own pair.
+
+    Only for a talker left as the checkpoint has it (besides those projections): a talker trained on learnt
+    the new thinker's states itself, and refitting its inputs to the old thinker's would undo that."""
+    start = time.time()
+    old = fresh_model(checkpoint)
+    load_checkpoint(old, checkpoint, dtype=torch.float32)
+    new = fresh_model(assets, work)
+    kept = ("talker.model.", "talker.codec_head.", "talker.code_predictor.")
+    old_state, new_state = old.state_dict(), new.state_dict()
+    changed = [k for k in old_state if k.startswith(kept) and not torch.equal(old_state[k], new_state[k])]
+    if changed:
+        raise SystemExit(f"adapters: the talker in {work} was trained on ({len(changed)} tensors differ from "
+                         f"{checkpoint}, e.g. {changed[0]}); refit only a talker left as the checkpoint has it")
+    fits = refit_talker_inputs(old.eval(), new.eval(), Processor.from_pretrained(checkpoint), prompts=prompts)
+    save_part(work, "talker", new.talker)
+    row = {"name": "talker_adapters", "steps": FIT_STEPS, "minutes": (time.time() - start) / 60,
+           "loss": max(f.residual for f in fits), "notes": STAGE_NOTES["talker_adapters"],
+           "metrics": {f"{f.name}_{k}": round(getattr(f, k), 4) for f in fits for k in ("drift", "residual")}}
+    (Path(work) / ADAPTERS_FILE).write_text(json.dumps(row, indent=1) + "\n")
+    logger.info("refitted the talker's input projections in %s: %s", work, row["metrics"])
 
 
 def model_assets(work: str, assets: str) -> Path:
@@ -167,6 +222,8 @@ def finish(assets: str, work: str, out: str) -> None:
     shape = Path(work) / "assets"
     assemble(shape if (shape / "config.json").is_file() else assets, work, out)
     rows = training_summary(work, STAGE_NOTES)["stages"]
+    if (Path(work) / ADAPTERS_FILE).is_file():
+        rows.append(json.loads((Path(work) / ADAPTERS_FILE).read_text()))
     fresh = {row["name"] for row in rows}                 # a later round keeps the earlier rounds' rows
     previous["stages"] = [s for s in previous["stages"] if s["name"] not in fresh] + rows
     notes = previous.get("notes", "")

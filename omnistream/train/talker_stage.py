@@ -28,6 +28,7 @@ from omnistream.synth.tasks import VIDEO_TASKS
 from omnistream.train.codec import ResidualVQ, encode_wave
 from omnistream.train.loop import TrainConfig, TrainState, train
 from omnistream.train.parts import fresh_model, save_part
+from omnistream.train.talker_codes import load_recording, rebuild_example, recorded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class TalkerStage:
     # positions against ~65 for an image, and a talker batch pads every row to its longest prompt, so one video
     # made its whole batch cost 4-5x (0.55-0.87 s of CPU against 0.15-0.17 s for a batch of 8 on one core).
     video_every: int = 16
+    # A folder of answers a trained model spoke (train/talker_codes.py): its codes are the targets instead of the
+    # VQ's codes of espeak-ng speech, and its examples the data (task_mix and spoken_fraction come from it).
+    recorded: str = ""
 
 
 @dataclass
@@ -70,6 +74,9 @@ class _SpeechDataset(torch.utils.data.IterableDataset):
         torch.set_num_threads(1)
         stage = self.stage
         processor = Processor.from_pretrained(stage.assets)
+        if stage.recorded:
+            yield from self._recorded(processor)
+            return
         rvq = ResidualVQ.load(Path(stage.work) / "rvq.safetensors")
         b = self.start_batch
         while True:
@@ -84,6 +91,18 @@ class _SpeechDataset(torch.utils.data.IterableDataset):
                 batch.append(SpeechSample(inputs, ids, codes, e.answer_voice))
             b += 1
             yield batch
+
+
+    def _recorded(self, processor: Processor) -> Iterator[list[SpeechSample]]:
+        stage = self.stage
+        records, mix, spoken = load_recording(stage.recorded)
+        for batch in recorded_batches(records, stage.batch_size, stage.video_every, stage.seed, self.start_batch):
+            samples = []
+            for r in batch:
+                e = rebuild_example(r, mix, spoken)
+                ids = processor.tokenizer.encode(r.answer) + [processor.token_ids.im_end]
+                samples.append(SpeechSample(processor(e.messages), ids, r.codes, r.voice))
+            yield samples
 
 
 def batch_plan(stage: TalkerStage, b: int) -> tuple[dict[str, float], int, int]:

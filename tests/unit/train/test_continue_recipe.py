@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from omnistream.checkpoint import save_checkpoint
+from omnistream.errors import ConfigError
 from omnistream.train.cli import load_recipe
 from omnistream.train.parts import fresh_model
 
@@ -135,3 +137,59 @@ def test_the_vq_travels_with_the_checkpoint_and_back_into_a_continuation(tiny_as
     again = tmp_path / "again"
     recipe.seed_work(str(out), str(again))
     assert (again / VQ_FILE).read_bytes() == (work / VQ_FILE).read_bytes()
+
+
+def test_adapters_refit_the_shipped_talker_to_a_continued_thinker_and_ship_the_record(tiny_assets, tmp_path,
+                                                                                       monkeypatch):
+    from safetensors.torch import load_file
+
+    from omnistream.train.parts import save_part
+
+    monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    work = tmp_path / "work"
+    recipe.seed_work(str(shipped), str(work))
+    thinker = fresh_model(tiny_assets, seed=7).thinker
+    with torch.no_grad():                             # a continued thinker: its vocabulary moved as a whole
+        embed = thinker.model.embed_tokens.weight
+        embed.copy_(embed @ (torch.eye(embed.shape[1]) + 0.1 * torch.randn(embed.shape[1], embed.shape[1])))
+    save_part(work, "thinker", thinker)
+    talker_before = load_file(str(work / "talker.safetensors"))
+    recipe.run(["adapters", "--work", str(work), "--assets", str(shipped), "--prompts", "3"])
+    talker_after = load_file(str(work / "talker.safetensors"))
+    moved = {k for k in talker_before if not torch.equal(talker_before[k], talker_after[k])}
+    assert moved and all(k.startswith(("text_projection.", "hidden_projection.")) for k in moved)
+    row = json.loads((work / recipe.ADAPTERS_FILE).read_text())
+    assert row["metrics"]["text_projection_residual"] < row["metrics"]["text_projection_drift"]
+    out = tmp_path / "out"
+    recipe.finish(str(shipped), str(work), str(out))
+    history = json.loads((out / "training.json").read_text())
+    assert [s["name"] for s in history["stages"]] == ["thinker_joint", "talker_adapters"]
+    assert recipe.ADAPTERS_NOTE in history["notes"]
+    # a talker that was trained on is refused: its inputs are no longer the checkpoint's to restore
+    trained = fresh_model(tiny_assets, seed=7).talker
+    with torch.no_grad():
+        trained.codec_head.weight.add_(0.1)
+    save_part(work, "talker", trained)
+    with pytest.raises(SystemExit, match="trained on"):
+        recipe.run(["adapters", "--work", str(work), "--assets", str(shipped), "--prompts", "3"])
+
+
+def test_round_four_trains_the_talker_on_the_checkpoints_recorded_answers(recording, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(RECIPE)
+    teacher, recorded, _ = recording
+    (teacher / "training.json").write_text(json.dumps({"stages": []}))
+    work = tmp_path / "work4"
+    shutil.copytree(recorded, work / recipe.RECORDING)
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "4", "--steps", "2",
+                "--minutes", "5"])
+    state = json.loads((work / "talker_cont4" / "last" / "state.json").read_text())["state"]
+    assert state["step"] == 2 and state["metrics"]["acc0"] >= 0.0
+    shutil.rmtree(work / recipe.RECORDING)
+    with pytest.raises(ConfigError, match="no recorded talker codes"):
+        recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "4", "--steps", "4",
+                    "--minutes", "5"])
