@@ -32,6 +32,9 @@ cannot be continued on VQ codes. Round 4 therefore trains the talker in three st
   record    has the checkpoint speak `--count` training examples and keeps the codes of the answers it got
             right (train/talker_codes.py): targets in the shipped codec's own codes
   talker    `--round 4` then trains the talker on those recorded codes against the new thinker
+Measured (eleventh session; docs/model-card.md): the refit gives the talker its inputs back (where round 4 and the
+shipped model answer in the same words, 9.0% intelligibility WER against 8.9% at seed 4242), but 20 minutes on
+the recorded codes (~17 passes) learnt them by heart and made the speech worse (11.1% on those answers).
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -75,7 +78,8 @@ STAGE_NOTES = {
     "thinker_cont3": "round 3: language model grown from 2 to 4 layers (new layers start as no-ops), round 2's data",
     "talker_cont3": "round 3: against the round-3 thinker (still reading its layer-2 hidden state)",
     "thinker_cont4": "round 4: round 3's data, spoken questions pulled towards their typed twins' states",
-    "talker_cont4": "round 4: against the round-4 thinker (re-read every 50 steps)",
+    "talker_cont4": "round 4: on the codes round 3 spoke for its right answers (recorded), against the round-4 "
+                    "thinker",
     "talker_adapters": "the talker's text and hidden projections refitted to the continued thinker "
                        "(train/talker_adapters.py); metrics: relative error of its inputs before (drift) and after",
 }
@@ -97,10 +101,12 @@ ROUND4_NOTE = ("Round 4 (`--round 4`, runs/cont4) continued from round 3's weigh
                "the answer were pulled towards those of the same question typed, since spoken exists and filtered "
                "count questions, whose answers commit before repeating what was asked, were learnt far worse than "
                "typed ones.")
-ADAPTERS_NOTE = ("The talker was not retrained after round 4 (the VQ its codes came from was lost); instead its text "
-                 "and hidden projections were refitted so that the round-4 thinker's token embeddings and media states "
-                 "reach it as round 3's did (`recipes/continue.py adapters`: least squares, then Adam on the "
-                 "projections' outputs; talker_adapters' metrics are the relative errors before and after).")
+ADAPTERS_NOTE = ("Round 4's talker could not be continued on VQ codes (the VQ the shipped codes came from was lost). "
+                 "Its text and hidden projections were first refitted so that the round-4 thinker's token embeddings "
+                 "and media states reach it as round 3's did (`recipes/continue.py adapters`: least squares, then Adam "
+                 "on the projections' outputs; talker_adapters' metrics are the relative errors before and after); "
+                 "then talker_cont4 trained it on the codes the round-3 model itself spoke for the training answers it "
+                 "got right (`recipes/continue.py record`, greedy, 1,848 of 2,000 kept), against the round-4 thinker.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}))
@@ -222,8 +228,9 @@ def finish(assets: str, work: str, out: str) -> None:
     shape = Path(work) / "assets"
     assemble(shape if (shape / "config.json").is_file() else assets, work, out)
     rows = training_summary(work, STAGE_NOTES)["stages"]
-    if (Path(work) / ADAPTERS_FILE).is_file():
-        rows.append(json.loads((Path(work) / ADAPTERS_FILE).read_text()))
+    if (Path(work) / ADAPTERS_FILE).is_file():          # the refit came before the talker trained on
+        talker = [i for i, row in enumerate(rows) if row["name"].startswith("talker_cont")]
+        rows.insert(talker[0] if talker else len(rows), json.loads((Path(work) / ADAPTERS_FILE).read_text()))
     fresh = {row["name"] for row in rows}                 # a later round keeps the earlier rounds' rows
     previous["stages"] = [s for s in previous["stages"] if s["name"] not in fresh] + rows
     notes = previous.get("notes", "")

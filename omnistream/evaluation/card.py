@@ -125,8 +125,12 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     retrain = f"`{training.get('recipe', 'omnistream train recipes/builtin.py')}`"
     if rounds:
         retrain += (", then `recipes/continue.py` (thinker and talker side by side, "
-                    + ", then ".join(f"`--round {r}`" for r in rounds) + ", each followed by `finish`)")
-    lines += ["", f"Reproduce: `omnistream eval --card docs/model-card.md`; retrain: {retrain}.", ""]
+                    + ", then ".join(f"`--round {r}`" for r in rounds) + ", each followed by `finish`"
+                    + ("; round 4's talker after `adapters` and `record`, see its docstring" if "4" in rounds else "")
+                    + ")")
+    command = (f"omnistream eval --per-task {result.config.get('per_task')} --speech {result.speech_samples} "
+               f"--seed {result.config.get('seed')} --card docs/model-card.md")
+    lines += ["", f"Reproduce: `{command}`; retrain: {retrain}.", ""]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

@@ -37,6 +37,8 @@ def test_model_card(tmp_path):
                         examples=[{"task": "color/text", "question": "q", "answer": "a", "reply": "a"}])
     text = write_model_card(tmp_path / "card.md", result, str(tmp_path)).read_text()
     assert "| color/text | 100.0% | 4 |" in text and "20.0%" in text and "120 ms" in text
+    # the command that reproduces the card is the one that measured it, not eval's defaults
+    assert "Reproduce: `omnistream eval --per-task 4 --speech 3 --seed 1 --card docs/model-card.md`" in text
 
 
 def test_model_card_names_the_rounds_and_keeps_the_hand_written_history(tmp_path):
