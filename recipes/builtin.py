@@ -21,9 +21,10 @@ This is the from-nothing recipe of the round-3 shape, written in the fifth sessi
 17.3%; the talker's video batches and CODEC_SHARE 0.3 came with the ninth session's run (17,287 talker steps
 against 11,694; intelligibility 12.7%, but with another mix, 79.5% / 82.2%). The seventh session's run (4-layer
 thinker, one video batch in 8) reached 81-82%, the fifth session's (three processes at once) 73-76% (a 224 px run
-is below, at SIZES). The shipped checkpoint (90-91%) came from the
+is below, at SIZES). The checkpoint shipped until the eleventh session (90-91%) came from the
 first version of this recipe (`git show 77ec1b4:recipes/builtin.py`, 2-layer thinker, a cycled pool of spoken
-examples) continued by recipes/continue.py rounds 1-3, ~6.5 h in all; docs/model-card.md compares them.
+examples) continued by recipes/continue.py rounds 1-3, ~6.5 h in all; the one shipped now (91-92.5%) adds round 4
+(~1.8 h more). docs/model-card.md compares them.
 `--stage codec|thinker|talker|finish` runs one part alone (what the parent process starts; `finish` records
 `--hours` as the budget the run had).
 """

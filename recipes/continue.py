@@ -34,7 +34,8 @@ cannot be continued on VQ codes. Round 4 therefore trains the talker in three st
   talker    `--round 4` then trains the talker on those recorded codes against the new thinker
 Measured (eleventh session; docs/model-card.md): the refit gives the talker its inputs back (where round 4 and the
 shipped model answer in the same words, 9.0% intelligibility WER against 8.9% at seed 4242), but 20 minutes on
-the recorded codes (~17 passes) learnt them by heart and made the speech worse (11.1% on those answers).
+the recorded codes (~17 passes) learnt them by heart and made the speech worse (11.1% on those answers); the
+shipped model had 5 minutes at lr 1e-4 (~4 passes): 8.7% there, 10.3% against 10.1% at seed 1234.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
