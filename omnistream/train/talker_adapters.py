@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -45,9 +45,6 @@ class AdapterFit:
     rows: int
     drift: float
     residual: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def relative_error(output: torch.Tensor, target: torch.Tensor) -> float:
