@@ -28,6 +28,7 @@ from omnistream.inputs import Processor
 from omnistream.models.omni import OmniModel
 from omnistream.models.talker import TalkerPromptIds, user_turn_positions
 from omnistream.synth import make_examples
+from omnistream.train.talker_stage import thinker_states
 
 logger = logging.getLogger(__name__)
 FIT_STEPS = 600     # Adam steps per projection after the least-squares start (full batch; seconds on one core)
@@ -98,21 +99,14 @@ def fit_projection(old: nn.Module, old_rows: torch.Tensor, new_rows: torch.Tenso
 @torch.no_grad()
 def media_rows(model: OmniModel, processor: Processor, examples) -> torch.Tensor:
     """The thinker's accept-layer states at every media position of the examples' user turns [N, D]."""
-    thinker = model.thinker
     ids = TalkerPromptIds.from_config(model.config)
     accept = model.config.talker_config.accept_hidden_layer
     media = torch.tensor(ids.multimodal)
     rows = []
     for example in examples:
-        inputs = processor(example.messages)
-        prompt = inputs.input_ids[0]
-        embeds, visual_mask, deepstack = thinker.embed(
-            inputs.input_ids, inputs.input_features, inputs.feature_attention_mask, inputs.pixel_values,
-            inputs.image_grid_thw, inputs.pixel_values_videos, inputs.video_grid_thw)
-        _, hidden = thinker(embeds, inputs.position_ids, visual_mask=visual_mask, deepstack=deepstack,
-                            capture_hidden_layer=accept)
+        prompt, _, hidden = thinker_states(model.thinker, accept, processor(example.messages), [])
         user = user_turn_positions(prompt, ids)
-        rows.append(hidden[0][user][torch.isin(prompt[user], media)].float())
+        rows.append(hidden[user][torch.isin(prompt[user], media)].float())
     return torch.cat(rows)
 
 

@@ -4,8 +4,8 @@ The talker stage's targets are the VQ codes of espeak-ng speech, and only the VQ
 gives codes its Code2Wav decodes. The shipped model's VQ is lost (recipes/continue.py), so a talker that must
 follow a changed thinker learns instead from what the shipped model itself says: `record_codes` runs a
 checkpoint on training examples (greedy, as its generation_config asks) and keeps the codes of every answer it
-got right; `RecordedSpeech` replays them as talker batches, each example rebuilt from its (seed, index) so only
-the answers and codes are stored. The student can at best speak as well as the teacher did.
+got right; `recorded_batches` replays them as talker batches (`TalkerStage(recorded=...)`), each example rebuilt
+from its (seed, index) so only the answers and codes are stored. The student can at best speak as well as the teacher did.
 
 Layout of a recording folder: `codes-<start>.safetensors`, one per chunk of examples, holding `codes`
 [Q, total frames] and `frames` [N] (frames per answer), with the chunk's examples in its metadata as JSON.
@@ -104,13 +104,20 @@ def load_recording(folder: str | Path) -> tuple[list[Recorded], dict[str, float]
         settings.add((meta["mix"], meta["spoken_fraction"]))
         rows = json.loads(meta["examples"])
         pieces = torch.split(tensors["codes"], tensors["frames"].tolist(), dim=1) if rows else []
-        records += [Recorded(r["seed"], r["index"], r["task"], r.get("gold", r["answer"]), r["answer"], r["voice"],
+        records += [Recorded(r["seed"], r["index"], r["task"], r["gold"], r["answer"], r["voice"],
                              c.clone())
                     for r, c in zip(rows, pieces)]
     if len(settings) != 1:
         raise ConfigError(f"the chunks in {folder} were recorded with different task mixes or spoken fractions")
     mix, spoken = settings.pop()
     return records, json.loads(mix), float(spoken)
+
+
+def interleave(b: int, every: int) -> tuple[bool, int]:
+    """Talker batch `b` when every `every`-th batch is a video batch: (is it one, its index in its own stream)."""
+    if b % every == every - 1:
+        return True, b // every
+    return False, b - (b + 1) // every
 
 
 def recorded_batches(records: list[Recorded], batch_size: int, video_every: int, seed: int,
@@ -121,15 +128,13 @@ def recorded_batches(records: list[Recorded], batch_size: int, video_every: int,
         raise ConfigError("the recording holds no answers")
     video = [r for r in records if r.task in VIDEO_TASKS]
     other = [r for r in records if r.task not in VIDEO_TASKS]
-    n = video_every
     b = start_batch
     while True:
-        if n <= 0 or not video or not other:
+        if video_every <= 0 or not video or not other:
             pool, salt, k = records, 0, b
-        elif b % n == n - 1:
-            pool, salt, k = video, 1, b // n
         else:
-            pool, salt, k = other, 0, b - (b + 1) // n
+            is_video, k = interleave(b, video_every)
+            pool, salt = (video, 1) if is_video else (other, 0)
         per_epoch = max(1, len(pool) // batch_size)
         epoch, slot = divmod(k, per_epoch)
         order = np.random.default_rng([seed, salt, epoch]).permutation(len(pool))

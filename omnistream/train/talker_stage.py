@@ -28,7 +28,7 @@ from omnistream.synth.tasks import VIDEO_TASKS
 from omnistream.train.codec import ResidualVQ, encode_wave
 from omnistream.train.loop import TrainConfig, TrainState, train
 from omnistream.train.parts import fresh_model, save_part
-from omnistream.train.talker_codes import load_recording, rebuild_example, recorded_batches
+from omnistream.train.talker_codes import interleave, load_recording, rebuild_example, recorded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ class _SpeechDataset(torch.utils.data.IterableDataset):
             b += 1
             yield batch
 
-
     def _recorded(self, processor: Processor) -> Iterator[list[SpeechSample]]:
         stage = self.stage
         records, mix, spoken = load_recording(stage.recorded)
@@ -111,12 +110,25 @@ def batch_plan(stage: TalkerStage, b: int) -> tuple[dict[str, float], int, int]:
     mix = {t: w for t, w in stage.task_mix.items() if w > 0}
     video = {t: w for t, w in mix.items() if t in VIDEO_TASKS}
     other = {t: w for t, w in mix.items() if t not in VIDEO_TASKS}
-    n = stage.video_every
-    if n <= 0 or not video or not other:
+    if stage.video_every <= 0 or not video or not other:
         return mix, stage.seed, b
-    if b % n == n - 1:
-        return video, stage.seed + 1, b // n
-    return other, stage.seed, b - (b + 1) // n
+    is_video, index = interleave(b, stage.video_every)
+    return (video, stage.seed + 1, index) if is_video else (other, stage.seed, index)
+
+
+@torch.no_grad()
+def thinker_states(thinker: torch.nn.Module, accept: int, inputs: Any,
+                   answer_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ids, layer-0 embeddings and accept-layer hidden of prompt + answer (causal: prompt states = prefill's)."""
+    prompt = inputs.input_ids[0]
+    full = torch.cat([prompt, torch.tensor(answer_ids, dtype=prompt.dtype)])[None]
+    start = inputs.position_ids[:, :, -1:] + 1
+    positions = torch.cat([inputs.position_ids, start + torch.arange(len(answer_ids))[None, None]], 2)
+    embeds, visual_mask, deepstack = thinker.embed(
+        full, inputs.input_features, inputs.feature_attention_mask, inputs.pixel_values, inputs.image_grid_thw,
+        inputs.pixel_values_videos, inputs.video_grid_thw)
+    _, hidden = thinker(embeds, positions, visual_mask=visual_mask, deepstack=deepstack, capture_hidden_layer=accept)
+    return full[0], embeds[0], hidden[0]
 
 
 def speech_batches(stage: TalkerStage):
@@ -140,21 +152,8 @@ class TalkerTeacher:
         self.codec_eos = cfg.talker_config.codec_eos_token_id
         self._specials = torch.tensor([cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id])
 
-    @torch.no_grad()
     def thinker_states(self, sample: SpeechSample) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Layer-0 embeddings and accept-layer hidden of prompt + answer (causal: prompt states = prefill's)."""
-        thinker = self.model.thinker
-        inputs = sample.inputs
-        prompt = inputs.input_ids[0]
-        full = torch.cat([prompt, torch.tensor(sample.answer_ids)])[None]
-        start = inputs.position_ids[:, :, -1:] + 1
-        positions = torch.cat([inputs.position_ids, start + torch.arange(len(sample.answer_ids))[None, None]], 2)
-        embeds, visual_mask, deepstack = thinker.embed(
-            full, inputs.input_features, inputs.feature_attention_mask, inputs.pixel_values, inputs.image_grid_thw,
-            inputs.pixel_values_videos, inputs.video_grid_thw)
-        _, hidden = thinker(embeds, positions, visual_mask=visual_mask, deepstack=deepstack,
-                            capture_hidden_layer=self.accept)
-        return full[0], embeds[0], hidden[0]
+        return thinker_states(self.model.thinker, self.accept, sample.inputs, sample.answer_ids)
 
     def sequence(self, sample: SpeechSample) -> dict[str, torch.Tensor]:
         """One talker training row: inputs_embeds [L, C], positions [3, L], code-0 targets [L] (-100 = none)."""
