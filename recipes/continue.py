@@ -37,6 +37,12 @@ shipped model answer in the same words, 9.0% intelligibility WER against 8.9% at
 the recorded codes (~17 passes) learnt them by heart and made the speech worse (11.1% on those answers); the
 shipped model had 5 minutes at lr 1e-4 (~4 passes): 8.7% there, 10.3% against 10.1% at seed 1234.
 
+`--round 5` (twelfth session, e.g. `--work runs/cont5 --lr 7e-4 --minutes 70`) is round 4 again from the round-4
+weights, with a mix weighted further to exists, count and describe (ROUND5_MIX) and `--twin-weight` to vary the
+twins; then `adapters`, `record` (the round-4 checkpoint speaking) and `talker --round 5 --minutes 5 --lr 1e-4`.
+Measured, not shipped (docs/model-card.md): twin weights 1.0 and 2.0 left the mean within a point of the shipped
+model's, and 2.0 cost digit transcription and a little intelligibility.
+
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
 """
@@ -68,6 +74,8 @@ CONTINUE_MIX = {"color": 1.0, "count": 1.0, "shape_of_color": 1.5, "exists": 1.3
                 "direction": 0.8, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.8}
 ROUND3_MIX = {"color": 0.4, "count": 1.5, "shape_of_color": 0.5, "exists": 1.8, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.9}
+ROUND5_MIX = {"color": 0.3, "count": 1.6, "shape_of_color": 0.4, "exists": 2.2, "describe": 2.0,
+              "direction": 1.2, "moving_color": 0.2, "transcribe_digits": 0.8, "transcribe_sentence": 0.7}
 ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
@@ -83,6 +91,10 @@ STAGE_NOTES = {
                     "thinker",
     "talker_adapters": "the talker's text and hidden projections refitted to the continued thinker "
                        "(train/talker_adapters.py); metrics: relative error of its inputs before (drift) and after",
+    "thinker_cont5": "round 5: round 4's typed twins, a mix weighted to exists, count and describe, lr 7e-4",
+    "talker_adapters5": "round 5: the talker's input projections refitted to the round-5 thinker",
+    "talker_cont5": "round 5: on the codes round 4 spoke for its right answers (recorded), against the round-5 "
+                    "thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -108,13 +120,16 @@ ADAPTERS_NOTE = ("Round 4's talker could not be continued on VQ codes (the VQ th
                  "on the projections' outputs; talker_adapters' metrics are the relative errors before and after); "
                  "then talker_cont4 trained it on the codes the round-3 model itself spoke for the training answers it "
                  "got right (`recipes/continue.py record`, greedy, 1,848 of 2,000 kept), against the round-4 thinker.")
+ROUND5_NOTE = ("Round 5 (`--round 5`, runs/cont5) continued from round 4's weights the same way (typed twins, "
+               "lr 7e-4 on the clock) with a mix weighted further to exists, count and describe, then refitted the "
+               "talker's inputs (talker_adapters5) and trained it on the codes the round-4 model spoke for 2,000 "
+               "fresh training answers (talker_cont5).")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
-               (ADAPTERS_NOTE, {"talker_adapters"}))
+               (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
-RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, round 4's talker targets
-RECORD_SEED = 41
+RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
 
 
 def seed_work(assets: str, work: str) -> None:
@@ -149,9 +164,11 @@ def run(argv: list[str]) -> None:
                         help="record: training examples the checkpoint speaks (a multiple of 100)")
     parser.add_argument("--prompts", type=int, default=150,
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4),
-                        help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's "
-                             "(see the docstring)")
+    parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
+                        help="rounds 4 and 5: weight of the typed-twin consistency in the thinker's loss")
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5),
+                        help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
+                             "5: the twelfth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -164,30 +181,31 @@ def run(argv: list[str]) -> None:
             logger.info("deepened the thinker in %s to %d layers", args.work, ROUND3_LAYERS)
     suffix = "" if args.round == 1 else str(args.round)
     if args.part == "adapters":
-        refit_adapters(args.assets, assets, args.work, args.prompts)
+        name = "talker_adapters" if args.round <= 4 else f"talker_adapters{args.round}"   # round 4's kept its name
+        refit_adapters(args.assets, assets, args.work, args.prompts, name)
     elif args.part == "record":
-        kept = record_codes(args.assets, Path(args.work) / RECORDING, start=0, count=args.count, seed=RECORD_SEED,
-                            mix=TALKER_MIX, spoken_fraction=0.3)
+        kept = record_codes(args.assets, Path(args.work) / RECORDING, start=0, count=args.count,
+                            seed=1 + 10 * args.round, mix=TALKER_MIX, spoken_fraction=0.3)
         logger.info("recorded %d new answers of %s into %s", kept, args.assets, Path(args.work) / RECORDING)
     elif args.part == "thinker":
         fresh_data = args.round >= 2
-        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX}[args.round]
+        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX}[args.round]
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             task_mix=mix, spoken_fraction=0.65 if args.round >= 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
             question_clips=200 if fresh_data else 0, loss_per_example=args.round >= 3,
-            twin_weight=TWIN_WEIGHT if args.round == 4 else 0.0), threads=args.threads)
+            twin_weight=args.twin_weight if args.round >= 4 else 0.0), threads=args.threads)
     else:
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
-            recorded=str(Path(args.work) / RECORDING) if args.round == 4 else ""), threads=args.threads)
+            recorded=str(Path(args.work) / RECORDING) if args.round >= 4 else ""), threads=args.threads)
 
 
-def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int) -> None:
+def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: str = "talker_adapters") -> None:
     """Refit the work talker's input projections to the work thinker, against the checkpoint's own pair.
 
     Only for a talker left as the checkpoint has it (besides those projections): a talker trained on learnt
@@ -204,8 +222,8 @@ def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int) -> Non
                          f"{checkpoint}, e.g. {changed[0]}); refit only a talker left as the checkpoint has it")
     fits = refit_talker_inputs(old.eval(), new.eval(), Processor.from_pretrained(checkpoint), prompts=prompts)
     save_part(work, "talker", new.talker)
-    row = {"name": "talker_adapters", "steps": FIT_STEPS, "minutes": (time.time() - start) / 60,
-           "loss": max(f.residual for f in fits), "notes": STAGE_NOTES["talker_adapters"],
+    row = {"name": name, "steps": FIT_STEPS, "minutes": (time.time() - start) / 60,
+           "loss": max(f.residual for f in fits), "notes": STAGE_NOTES[name],
            "metrics": {f"{f.name}_{k}": round(getattr(f, k), 4) for f in fits for k in ("drift", "residual")}}
     (Path(work) / ADAPTERS_FILE).write_text(json.dumps(row, indent=1) + "\n")
     logger.info("refitted the talker's input projections in %s: %s", work, row["metrics"])

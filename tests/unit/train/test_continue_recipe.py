@@ -107,15 +107,16 @@ def test_round_three_ships_the_deeper_config_with_weights_that_answer_as_before(
     torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
 
 
-def test_round_four_trains_the_thinker_with_typed_twins(tiny_assets, tmp_path, monkeypatch):
+@pytest.mark.parametrize("round_", ["4", "5"])
+def test_rounds_four_and_five_train_the_thinker_with_typed_twins(tiny_assets, tmp_path, monkeypatch, round_):
     monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
     recipe = load_recipe(RECIPE)
     shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
-    work = tmp_path / "work4"
+    work = tmp_path / f"work{round_}"
     before = fresh_model(tiny_assets, seed=7).thinker.state_dict()
-    recipe.run(["thinker", "--work", str(work), "--assets", str(shipped), "--round", "4", "--steps", "3",
+    recipe.run(["thinker", "--work", str(work), "--assets", str(shipped), "--round", round_, "--steps", "3",
                 "--minutes", "5", "--data-seed", "3"])
-    state = json.loads((work / "thinker_cont4" / "last" / "state.json").read_text())["state"]
+    state = json.loads((work / f"thinker_cont{round_}" / "last" / "state.json").read_text())["state"]
     assert state["step"] == 3 and state["metrics"]["twin"] > 0        # the consistency was part of the loss
     after = fresh_model(shipped, work, seed=0).thinker.state_dict()
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
