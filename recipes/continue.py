@@ -37,8 +37,8 @@ shipped model answer in the same words, 9.0% intelligibility WER against 8.9% at
 the recorded codes (~17 passes) learnt them by heart and made the speech worse (11.1% on those answers); the
 shipped model had 5 minutes at lr 1e-4 (~4 passes): 8.7% there, 10.3% against 10.1% at seed 1234.
 
-`--round 5` (twelfth session, e.g. `--work runs/cont5 --lr 7e-4 --minutes 70`) is round 4 again from the round-4
-weights, with a mix weighted further to exists, count and describe (ROUND5_MIX) and `--twin-weight` to vary the
+`--round 5` (twelfth session, e.g. `--work runs/cont5 --minutes 70`) is round 4 again from the round-4 weights at
+lr 7e-4, with a mix weighted further to exists, count and describe (ROUND5_MIX) and `--twin-weight` to vary the
 twins; then `adapters`, `record` (the round-4 checkpoint speaking) and `talker --round 5 --minutes 5 --lr 1e-4`.
 Measured, not shipped (docs/model-card.md): twin weights 1.0 and 2.0 left the mean within a point of the shipped
 model's, and 2.0 cost digit transcription and a little intelligibility.
@@ -156,7 +156,8 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--out", default=ASSETS)
     parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
     parser.add_argument("--minutes", type=float, default=90.0)
-    parser.add_argument("--lr", type=float, default=0.0, help="0: 1e-3 (thinker) / 5e-4 (talker)")
+    parser.add_argument("--lr", type=float, default=0.0,
+                        help="0: 1e-3 (thinker; 7e-4 from round 5) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
@@ -165,7 +166,7 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--prompts", type=int, default=150,
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
-                        help="rounds 4 and 5: weight of the typed-twin consistency in the thinker's loss")
+                        help="from round 4: weight of the typed-twin consistency in the thinker's loss")
     parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
                              "5: the twelfth's (see the docstring)")
@@ -191,7 +192,7 @@ def run(argv: list[str]) -> None:
         fresh_data = args.round >= 2
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX}[args.round]
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
-            steps=args.steps or 5000, lr=args.lr or 1e-3, warmup=50, ckpt_every=100,
+            steps=args.steps or 5000, lr=args.lr or (7e-4 if args.round >= 5 else 1e-3), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             task_mix=mix, spoken_fraction=0.65 if args.round >= 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
