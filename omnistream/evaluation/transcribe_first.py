@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnistream.errors import ConfigError
-from omnistream.synth import TASKS, make_examples
+from omnistream.synth import make_examples
 from omnistream.synth import sentences as say
-from omnistream.synth.tasks import TRANSCRIBE_TASKS
+from omnistream.synth.tasks import IMAGE_TASKS, VIDEO_TASKS
 
-_STATEMENTS = ("describe",)    # questions of the world that end with a full stop ("Describe the image.")
+_STATEMENT = say.spoken_form(say.DESCRIBE_QUESTION).split()[0]   # the one question that ends with a full stop
 
 
 @dataclass
@@ -35,14 +35,14 @@ def typed_question(transcript: str) -> str:
     words = transcript.strip()
     if not words:
         return ""
-    mark = "." if words.split()[0] in _STATEMENTS else "?"
+    mark = "." if words.split()[0] == _STATEMENT else "?"
     return words[0].upper() + words[1:] + mark
 
 
 def probe_task(omni: Any, task: str, per_task: int, seed: int) -> ProbeResult:
-    if task not in TASKS or task in TRANSCRIBE_TASKS:
+    if task not in IMAGE_TASKS + VIDEO_TASKS:
         raise ConfigError(f"transcribe_first: {task!r} is not an image or video task (one of "
-                          f"{[t for t in TASKS if t not in TRANSCRIBE_TASKS]})")
+                          f"{list(IMAGE_TASKS + VIDEO_TASKS)})")
     examples = [e for e in make_examples("test", per_task, seed, {task: 1.0}, spoken_fraction=0.5)
                 if e.question_modality == "speech"]
     direct = transcribed = typed_after = 0
