@@ -99,6 +99,15 @@ def generation_options(args: argparse.Namespace) -> dict[str, Any]:
                 top_p=args.top_p, top_k=args.top_k, seed=args.seed, return_audio=False if args.no_audio else None)
 
 
+def write_text_delta(out, event, thinking_open: bool, after_thinking: str = "]\n") -> bool:
+    """Write one TextDelta, thinking in brackets ("[thinking: …]"); returns whether the bracket is open after it."""
+    if event.is_thinking != thinking_open:
+        out.write("[thinking: " if event.is_thinking else after_thinking)
+    out.write(event.text)
+    out.flush()
+    return event.is_thinking
+
+
 def stream_answer(omni, messages: list[dict[str, Any]], options: dict[str, Any], out=sys.stdout):
     """Print text deltas as they come (thinking dimmed in brackets); return (reply, timing summary)."""
     from omnistream.api import collect
@@ -110,11 +119,7 @@ def stream_answer(omni, messages: list[dict[str, Any]], options: dict[str, Any],
     for event in omni.stream(messages, **options):
         events.append(event)
         if isinstance(event, TextDelta) and event.text:
-            if event.is_thinking != thinking_open:
-                out.write("[thinking: " if event.is_thinking else "]\n")
-                thinking_open = event.is_thinking
-            out.write(event.text)
-            out.flush()
+            thinking_open = write_text_delta(out, event, thinking_open)
         elif isinstance(event, (AudioChunk, Done)):
             continue
     if thinking_open:

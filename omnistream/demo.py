@@ -62,14 +62,16 @@ def demo_command(args: argparse.Namespace) -> int:
     chunks: list[np.ndarray] = []
     rate = 24000
     print("answer  : ", end="", flush=True)
+    from omnistream.cli import write_text_delta
     from omnistream.evaluation.runner import talker_options
 
     speech_options = talker_options(args.model) if omni.has_speech else {}
+    thinking_open = False       # the built-in model writes a spoken question down (as thinking) before answering
     for event in omni.stream(messages, voice=args.voice, return_audio=omni.has_speech, **speech_options):
         kind = type(event).__name__
         if kind == "TextDelta" and event.text:
             first_text = first_text or time.perf_counter() - start
-            print(event.text, end="", flush=True)
+            thinking_open = write_text_delta(sys.stdout, event, thinking_open, after_thinking="] ")
         elif kind == "AudioChunk" and len(event.samples):
             first_audio = first_audio or time.perf_counter() - start
             chunks.append(event.samples)
@@ -78,7 +80,7 @@ def demo_command(args: argparse.Namespace) -> int:
             print(f"\nfailed: {event.error}")
             return 1
     total = time.perf_counter() - start
-    print()
+    print("]" if thinking_open else "")
     print(f"expected: \"{qa.answer}\"")
     print(f"first text {1000 * (first_text or total):.0f} ms", end="")
     if chunks:

@@ -43,6 +43,13 @@ twins; then `adapters`, `record` (the round-4 checkpoint speaking) and `talker -
 Measured, not shipped (docs/model-card.md): twin weights 1.0 and 2.0 left the mean within a point of the shipped
 model's, and 2.0 cost digit transcription and a little intelligibility.
 
+`--round 6` (thirteenth session, e.g. `--work runs/cont6 --minutes 60 --threads 2`) continues the round-4 weights
+with round 5's mix and learning rate but no twins: instead every spoken image or video question is answered after
+a thinking span that writes the question down as heard (`ThinkerStage(think_spoken=True)`,
+data.think_heard_question). The engine shows the span as thinking and the talker never speaks it, so the
+talker's inputs for an answer are what they were; `adapters`, `record` and `talker --round 6` follow as in round 5
+(a copy of round 5's recording serves: the same round-4 checkpoint spoke it, and `record` skips chunks it finds).
+
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
 """
@@ -95,6 +102,10 @@ STAGE_NOTES = {
     "talker_adapters5": "round 5: the talker's input projections refitted to the round-5 thinker",
     "talker_cont5": "round 5: on the codes round 4 spoke for its right answers (recorded), against the round-5 "
                     "thinker",
+    "thinker_cont6": "round 6: spoken questions written down in a thinking span before the answer, round 5's mix",
+    "talker_adapters6": "round 6: the talker's input projections refitted to the round-6 thinker",
+    "talker_cont6": "round 6: on the codes round 4 spoke for its right answers (recorded), against the round-6 "
+                    "thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -124,9 +135,15 @@ ROUND5_NOTE = ("Round 5 (`--round 5`, runs/cont5) continued from round 4's weigh
                "lr 7e-4 on the clock) with a mix weighted further to exists, count and describe, then refitted the "
                "talker's inputs (talker_adapters5) and trained it on the codes the round-4 model spoke for 2,000 "
                "fresh training answers (talker_cont5).")
+ROUND6_NOTE = ("Round 6 (`--round 6`, runs/cont6) continued from round 4's weights with round 5's mix and lr but "
+               "no twins: each spoken image or video question's target is the question as heard, in a thinking span "
+               "('<think>is there a red circle</think>Yes.'), then the answer. The talker's inputs were refitted "
+               "(talker_adapters6) and it was trained on the codes the round-4 model spoke (talker_cont6); it never "
+               "hears the thinking span.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
-               (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}))
+               (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
+               (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
 RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
@@ -166,10 +183,10 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--prompts", type=int, default=150,
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
-                        help="from round 4: weight of the typed-twin consistency in the thinker's loss")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5),
+                        help="rounds 4 and 5: weight of the typed-twin consistency in the thinker's loss")
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's (see the docstring)")
+                             "5: the twelfth's; 6: the thirteenth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -190,14 +207,15 @@ def run(argv: list[str]) -> None:
         logger.info("recorded %d new answers of %s into %s", kept, args.assets, Path(args.work) / RECORDING)
     elif args.part == "thinker":
         fresh_data = args.round >= 2
-        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX}[args.round]
+        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX}[args.round]
+        think = args.round >= 6
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=args.lr or (7e-4 if args.round >= 5 else 1e-3), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             task_mix=mix, spoken_fraction=0.65 if args.round >= 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
             question_clips=200 if fresh_data else 0, loss_per_example=args.round >= 3,
-            twin_weight=args.twin_weight if args.round >= 4 else 0.0), threads=args.threads)
+            twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,

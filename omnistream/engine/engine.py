@@ -1,10 +1,12 @@
 """The engine loop: `step()` = schedule → thinker → talker (+ code predictor) → code2wav → events.
 
 One step, in order (spec §1.1, §5.2):
-1. thinker prefill of newly admitted requests (g0), and for speaking ones the talker prefill right after it
-   (its prompt needs g0) — the talker's first code, the code predictor's frame 0 and the first audio can all
-   come out of this very step;
+1. thinker prefill of newly admitted requests (g0);
 2. one batched thinker decode for every request still writing text (g_k);
+   then the talker prefill of every speaking request whose first spoken token is now known (its prompt needs
+   it): g0 itself, or after a leading `<think>…</think>` span the first token after `</think>` — the talker
+   speaks the answer, never the thinking. Without a span the talker's first code, the code predictor's
+   frame 0 and the first audio all come out of the prefill step;
 3. one batched talker decode for every speaking request: step k consumes g_k from (2) — or tts_eos when g_k
    was the last text token, tts_pad after that — so the talker trails the thinker by zero tokens and gets
    exactly one thinker token per codec frame. This is what makes streamed speech equal to the reference,
@@ -18,6 +20,7 @@ The engine is single-threaded; `async_engine.EngineThread` drives it from a back
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -30,11 +33,17 @@ from omnistream.engine.config import EngineConfig
 from omnistream.engine.defaults import GenerationDefaults
 from omnistream.engine.events import AudioChunk, Done, Event, Failed, TextDelta, Usage
 from omnistream.engine.kv_cache import CacheAccounts
-from omnistream.engine.request import Request, RequestStatus, SamplingParams, TalkerStage, new_request_id
+from omnistream.engine.request import (
+    Request,
+    RequestStatus,
+    SamplingParams,
+    TalkerStage,
+    new_request_id,
+)
 from omnistream.engine.scheduler import Scheduler, StepPlan
 from omnistream.engine.speech import SpeechStages
 from omnistream.engine.text_stream import TextStream
-from omnistream.engine.thinker_runner import ThinkerRunner
+from omnistream.engine.thinker_runner import PrefillOutput, ThinkerRunner
 from omnistream.engine.validation import resolve_request
 from omnistream.errors import OmnistreamError, RequestError
 from omnistream.kernels.gemv import MAX_ROWS
@@ -43,8 +52,8 @@ from omnistream.nn.fast_linear import use_fast_linears
 logger = logging.getLogger(__name__)
 
 # `_guard`'s stage functions by the names the timings are reported under.
-_STAGE_NAMES = {"_prefill": "prefill", "_decode": "thinker_decode", "decode": "talker_decode",
-                "_fill": "code_predictor", "_vocode": "code2wav"}
+_STAGE_NAMES = {"_prefill": "prefill", "_start_talker": "prefill", "_decode": "thinker_decode",
+                "decode": "talker_decode", "_fill": "code_predictor", "_vocode": "code2wav"}
 
 
 @dataclass
@@ -92,6 +101,7 @@ class Engine:
         self.speech = SpeechStages(model, omni, token_ids, num_slots=config.max_num_seqs, max_len=talker_len,
                                    config=config) if speech else None
         self._live: dict[str, _Live] = {}
+        self._talker_prompts: dict[str, PrefillOutput] = {}     # speaking requests whose talker has not started
         self._events: list[Event] = []
         self.num_steps = 0
         self.stage_seconds: dict[str, float] = {}   # cumulative wall time per stage (see _guard)
@@ -136,6 +146,8 @@ class Engine:
         if decode:
             self._guard(decode, self._decode, decode)
         if self.speech is not None:
+            for request in [self._live[i].request for i in list(self._talker_prompts)]:
+                self._guard([request], self._start_talker, request)
             self._speak(plan)
         for live in list(self._live.values()):
             if live.request.is_finished:
@@ -146,14 +158,29 @@ class Engine:
         slot = self.accounts.thinker.slot_of(request.request_id)
         speaking = request.talker_stage is TalkerStage.PENDING
         out = self.thinker.prefill(request, slot, capture=speaking)
-        self._on_token(request, out.token)
         if speaking:
-            if request.thinker_done and out.token in self._end_ids(request):
-                self.scheduler.finish_talker(request)          # nothing to say: the answer is empty
-            else:
-                self.speech.prefill(request, self.accounts.talker.slot_of(request.request_id), out)
-                request.talker_stage = TalkerStage.DECODING
+            self._talker_prompts[request.request_id] = out
+        self._on_token(request, out.token)
         self._emit_text_timing(request)
+
+    def _start_talker(self, request: Request) -> None:
+        """Talker prefill once the first token to speak is known; a text that ends first has nothing to say."""
+        live = self._live[request.request_id]
+        start = request.speech_start
+        if live.text.is_thinking or len(request.output_ids) <= start:
+            if request.thinker_done:                           # ended inside the thinking span
+                del self._talker_prompts[request.request_id]
+                self.scheduler.finish_talker(request)
+            return
+        out = self._talker_prompts.pop(request.request_id)
+        first = request.output_ids[start]
+        if request.thinker_done and first in self._end_ids(request):
+            self.scheduler.finish_talker(request)              # nothing to say: the answer is empty
+            return
+        if first != out.token:
+            out = dataclasses.replace(out, token=first)
+        self.speech.prefill(request, self.accounts.talker.slot_of(request.request_id), out)
+        request.talker_stage = TalkerStage.DECODING
 
     def _decode(self, requests: list[Request]) -> None:
         for request, token in zip(requests, self.thinker.decode(requests)):
@@ -195,7 +222,10 @@ class Engine:
     def _on_token(self, request: Request, token: int) -> None:
         request.output_ids.append(token)
         live = self._live[request.request_id]
+        was_thinking = live.text.is_thinking
         self._emit_pieces(request, live.text.push(token))
+        if was_thinking and not live.text.is_thinking and request.talker_stage is TalkerStage.PENDING:
+            request.speech_start = len(request.output_ids)      # the talker speaks from the next token on
         reason = None
         if token in self._end_ids(request) or live.text.stopped:
             reason = "stop"
@@ -236,7 +266,7 @@ class Engine:
         start = time.perf_counter()
         try:
             fn(*args)
-        except Exception as error:  # noqa: BLE001 - becomes the request's Failed event
+        except Exception as error:
             if not isinstance(error, OmnistreamError):
                 logger.exception("engine stage %s failed for %s", getattr(fn, "__name__", fn),
                                  [r.request_id for r in requests])
@@ -270,6 +300,7 @@ class Engine:
 
     def _release(self, request: Request) -> None:
         self.thinker.release(request.request_id)
+        self._talker_prompts.pop(request.request_id, None)
         if self.speech is not None:
             self.speech.release(request.request_id)
 

@@ -150,7 +150,7 @@ class RequestStatus(enum.Enum):
 
 class TalkerStage(enum.Enum):
     OFF = "off"                # no speech for this request
-    PENDING = "pending"        # waits for the thinker's prefill (it needs the first text token g0)
+    PENDING = "pending"        # waits for the first token it speaks: g0, or the first after a leading thinking span
     DECODING = "decoding"
     DONE = "done"
 
@@ -172,6 +172,7 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     talker_stage: TalkerStage = TalkerStage.OFF
     output_ids: list[int] = field(default_factory=list)     # thinker tokens g0, g1, …
+    speech_start: int = 0                   # index in output_ids of the first token the talker speaks
     thinker_done: bool = False
     finish_reason: str | None = None
     num_talker_tokens: int = 0              # codebook-0 codes sampled (incl. a final EOS)

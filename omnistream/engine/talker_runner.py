@@ -5,7 +5,8 @@ frame cache, per-request position/sampling state and the previous frame of every
 
 Text track (spec §1.1): talker step k ≥ 1 adds S[k−1] where S = the prompt's trailing text (tokens after the
 assistant header, usually none) ++ E[g_1], …, E[g_{n−2}] ++ tts_eos, then tts_pad forever; g_{n−1} — the
-final thinker token — is never embedded. The engine calls step k only once g_k (or the end of the text) is
+final thinker token — is never embedded. The g are the spoken tokens: after a leading `<think>…</think>` span
+(engine.py) g_0 is the first token after `</think>`, and the span is never heard. The engine calls step k only once g_k (or the end of the text) is
 known, which is all S[k−1] needs.
 
 Codes (spec §5.1): each step samples codebook 0 with the reference's talker processors (repetition penalty
@@ -155,14 +156,15 @@ class TalkerRunner:
         trailing = row.trailing.shape[0]
         if j < trailing:
             return -3 - j
-        i = j - trailing + 1                   # generated token g_i
-        n = len(request.output_ids)
+        i = j - trailing + 1                   # spoken token g_i
+        spoken = request.output_ids[request.speech_start:]
+        n = len(spoken)
         if not request.thinker_done:
             if i > n - 1:
                 raise RuntimeError("talker ran ahead of the thinker")  # the scheduler's lockstep prevents it
-            return request.output_ids[i]
+            return spoken[i]
         if i < n - 1:
-            return request.output_ids[i]
+            return spoken[i]
         return TTS_EOS if i == max(n - 1, 1) else TTS_PAD
 
     # ------------------------------------------------------------------------------------------ sampling

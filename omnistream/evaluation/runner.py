@@ -51,6 +51,7 @@ def evaluate_text(omni: Any, per_task: int, seed: int, result: EvalResult,
     """Greedy text answers for `per_task` test examples of every task (half typed, half spoken questions)."""
     right: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
+    wrong: dict[str, int] = defaultdict(int)
     pairs, seconds = [], []
     for task in tasks:
         examples = make_examples("test", per_task, seed, {task: 1.0}, spoken_fraction=0.5)
@@ -64,9 +65,11 @@ def evaluate_text(omni: Any, per_task: int, seed: int, result: EvalResult,
             right[key] += ok
             if task in TRANSCRIBE_TASKS:
                 pairs.append((e.answer, spoken_form(reply.text)))
-            if len(result.examples) < 40 and (not ok or len(result.examples) < 12):
+            if total[key] == 1 or (not ok and wrong[key] < 3):     # every task's first reply, up to 3 misses
+                wrong[key] += not ok
                 result.examples.append({"task": key, "question": _question_text(e), "answer": e.answer,
-                                        "reply": reply.text, "correct": ok})
+                                        "reply": reply.text, "correct": ok,
+                                        **({"thinking": reply.thinking} if reply.thinking else {})})
     result.accuracy = {k: right[k] / total[k] for k in sorted(total)}
     result.counts = dict(sorted(total.items()))
     result.transcription_wer = wer(pairs) if pairs else None
@@ -112,7 +115,7 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
                     first = time.perf_counter() - start
                 chunks.append(event.samples)
                 rate = event.sample_rate
-            elif name == "TextDelta":
+            elif name == "TextDelta" and not event.is_thinking:      # only the answer is spoken
                 text += event.text
             elif name == "Failed":
                 raise RuntimeError(f"generation failed: {event.error}")

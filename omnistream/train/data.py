@@ -19,6 +19,7 @@ import torch
 from omnistream.errors import ConfigError
 from omnistream.inputs import Processor
 from omnistream.synth import Example, make_examples, speech
+from omnistream.synth.sentences import spoken_form
 from omnistream.synth.tasks import TRANSCRIBE_TASKS
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,16 @@ class Sample:
     input_features: torch.Tensor | None = None      # [mel, F]
     task: str = ""
     twin: Sample | None = None      # the same example with its question typed (QuestionSpeaker, `twins`)
+
+
+def think_heard_question(example: Example) -> Example:
+    """A spoken question's target with the question as heard written down first, in a thinking span:
+    '<think>is there a red circle</think>Yes.' The model then answers the words it has just written, as it
+    does a typed question, rather than committing to an answer straight from the audio; the engine shows the
+    span as thinking and never speaks it. Typed questions and transcription keep their answers."""
+    if example.question_modality != "speech" or example.task in TRANSCRIBE_TASKS:
+        return example
+    return dataclasses.replace(example, answer=f"<think>{spoken_form(example.question)}</think>{example.answer}")
 
 
 def encode(processor: Processor, example: Example) -> Sample:
@@ -214,27 +225,31 @@ class ExampleStream:
     """Endless, seeded, resumable stream of encoded samples: example i of (split, seed) is fixed, so a resumed
     run continues with exactly the examples it would have seen (`position` is saved in the checkpoint).
     `transform(example, index)`, when given, rewrites each example before it is encoded (QuestionSpeaker); with
-    `twins`, an example whose typed question it made spoken keeps the typed one as its `twin`."""
+    `twins`, an example whose typed question it made spoken keeps the typed one as its `twin`. With
+    `think_spoken`, spoken questions are answered after a thinking span (`think_heard_question`)."""
 
     def __init__(self, processor: Processor, task_mix: Mapping[str, float], *, seed: int = 0,
                  spoken_fraction: float = 0.0, split: str = "train", chunk: int = 64, position: int = 0,
-                 transform: Callable[[Example, int], Example] | None = None, twins: bool = False) -> None:
+                 transform: Callable[[Example, int], Example] | None = None, twins: bool = False,
+                 think_spoken: bool = False) -> None:
         self.processor, self.task_mix, self.seed = processor, dict(task_mix), seed
         self.spoken_fraction, self.split, self.chunk = spoken_fraction, split, chunk
         self.position, self.transform, self.twins = position, transform, twins
+        self.think_spoken = think_spoken
         self._buffer: list[Sample] = []
         self._buffer_start = position
 
     def _fill(self) -> None:
         examples = make_examples(self.split, self.chunk, self.seed, self.task_mix, start=self.position,
                                  spoken_fraction=self.spoken_fraction, workers=1)
+        target = think_heard_question if self.think_spoken else (lambda example: example)
         if self.transform is None:
-            self._buffer = [encode(self.processor, e) for e in examples]
+            self._buffer = [encode(self.processor, target(e)) for e in examples]
             return
         self._buffer = []
         for i, example in enumerate(examples):
             changed = self.transform(example, self.position + i)
-            sample = encode(self.processor, changed)
+            sample = encode(self.processor, target(changed))
             if self.twins and example.question_modality == "text" and changed.question_modality == "speech":
                 sample.twin = encode(self.processor, example)
             self._buffer.append(sample)
@@ -294,9 +309,10 @@ class _BatchDataset(torch.utils.data.IterableDataset):
             if src.question_clips and name != "typed":
                 speaker = QuestionSpeaker(seed, spoken, src.question_clips)
                 stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=0.0, transform=speaker,
-                                       twins=src.twins)
+                                       twins=src.twins, think_spoken=src.think_spoken)
             else:
-                stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=spoken)
+                stream = ExampleStream(src.processor, mix, seed=seed, spoken_fraction=spoken,
+                                       think_spoken=src.think_spoken)
             done = src.batches_before(b, name) * per_batch
             if name == "spoken" and src.spoken_pool and not src.question_clips:
                 streams[name] = _PooledStream(stream, src.spoken_pool, done)
@@ -323,6 +339,8 @@ class BatchSource:
     (~600 tokens each, so they get their own batch every `video_every` batches — padding would otherwise make
     every row 600 long). A non-video batch holds `batch_size` examples, `spoken_per_batch` of them spoken.
     With `twins` (needs `question_clips`) a spoken question, image or video, carries its typed twin (Sample.twin).
+    With `think_spoken` a spoken image or video question is answered after a thinking span that writes the
+    question down (`think_heard_question`); its typed twin would then have another target, so not both.
     With `workers` > 0 the examples are made in a background process while the main process trains."""
     processor: Processor
     task_mix: Mapping[str, float]
@@ -335,11 +353,15 @@ class BatchSource:
     spoken_pool: int = 3000
     question_clips: int = 0
     twins: bool = False
+    think_spoken: bool = False
 
     def __post_init__(self) -> None:
         if self.twins and not self.question_clips:
             raise ConfigError("typed twins need question_clips > 0: only QuestionSpeaker keeps the typed question",
                               param="twins")
+        if self.twins and self.think_spoken:
+            raise ConfigError("typed twins and think_spoken do not mix: a thinking span makes the spoken "
+                              "question's target differ from its typed twin's", param="think_spoken")
 
     def groups(self) -> list[tuple[str, dict[str, float], float, int]]:
         """(name, task mix, spoken fraction, examples per non-video batch) of the non-empty streams."""

@@ -42,6 +42,7 @@ class ThinkerStage:
     question_clips: int = 0    # > 0: fresh examples, spoken questions from a bank of this many clips per question
     loss_per_example: bool = False  # thinker_loss(per_example=...): every answer weighs the same, short or long
     twin_weight: float = 0.0   # > 0: spoken questions also pulled towards their typed twin (data.twin_consistency)
+    think_spoken: bool = False  # spoken questions answered after writing them down (data.think_heard_question)
 
 
 def _freeze_lm(thinker: torch.nn.Module) -> None:
@@ -58,7 +59,8 @@ def run_thinker_stage(stage: ThinkerStage, eval_fn: Any = None, threads: int = 1
         _freeze_lm(thinker)
     source = BatchSource(processor, stage.task_mix, stage.batch_size, stage.data_seed, stage.spoken_fraction,
                          workers=stage.workers, video_every=stage.video_every, spoken_pool=stage.spoken_pool,
-                         question_clips=stage.question_clips, twins=stage.twin_weight > 0)
+                         question_clips=stage.question_clips, twins=stage.twin_weight > 0,
+                         think_spoken=stage.think_spoken)
 
     def checkpoint(module: torch.nn.Module, state: TrainState) -> None:
         save_part(stage.work, "thinker", module)

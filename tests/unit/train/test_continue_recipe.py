@@ -122,6 +122,23 @@ def test_rounds_four_and_five_train_the_thinker_with_typed_twins(tiny_assets, tm
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
 
 
+def test_round_six_writes_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch):
+    import omnistream.train.thinker_stage as thinker_stage
+
+    monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
+    seen = []
+    real = thinker_stage.BatchSource
+    monkeypatch.setattr(thinker_stage, "BatchSource", lambda *a, **k: seen.append(k) or real(*a, **k))
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    work = tmp_path / "work6"
+    recipe.run(["thinker", "--work", str(work), "--assets", str(shipped), "--round", "6", "--steps", "2",
+                "--minutes", "5", "--data-seed", "3"])
+    assert seen and seen[0]["think_spoken"] and not seen[0]["twins"]
+    state = json.loads((work / "thinker_cont6" / "last" / "state.json").read_text())["state"]
+    assert state["step"] == 2 and "twin" not in state["metrics"]
+
+
 def test_the_vq_travels_with_the_checkpoint_and_back_into_a_continuation(tiny_assets, tmp_path):
     from omnistream.api import Omni
     from omnistream.train.codec import ResidualVQ

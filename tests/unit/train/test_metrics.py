@@ -67,3 +67,35 @@ def test_model_card_gives_the_recipe_command_the_run_recorded(tmp_path):
     text = write_model_card(tmp_path / "card.md", result, str(tmp_path)).read_text()
     assert "retrain: `omnistream train recipes/builtin.py --hours 2.4`." in text
     assert "continue.py" not in text
+
+
+class _ThinkingSpeaker:
+    """A stand-in model that speaks every test answer perfectly (espeak) after a thinking span it never says."""
+    has_speech = True
+
+    def __init__(self, count: int, seed: int):
+        from omnistream.synth import TASKS, make_examples
+
+        self.answers = [e.answer for e in make_examples("test", count, seed + 1, {t: 1.0 for t in TASKS},
+                                                        spoken_fraction=0.5)]
+
+    def stream(self, messages, voice, **options):
+        from omnistream.engine.events import AudioChunk, TextDelta
+        from omnistream.synth import speak_answer
+
+        answer = self.answers.pop(0)
+        yield TextDelta("r", "what do you see in the picture", (), True)
+        yield TextDelta("r", answer, (), False)
+        audio = speak_answer(answer, voice)
+        yield AudioChunk("r", audio, 24000, 0, 1)
+
+
+def test_intelligibility_compares_speech_with_the_answer_not_the_thinking():
+    pytest.importorskip("pocketsphinx")
+    from omnistream.evaluation.runner import evaluate_speech
+
+    result = EvalResult()
+    evaluate_speech(_ThinkingSpeaker(6, seed=5), 6, 5, result)
+    assert result.speech_samples == 6
+    assert result.intelligibility_wer is not None and result.intelligibility_wer <= 0.1
+    assert all("picture" not in row["answer"] for row in result.examples)
