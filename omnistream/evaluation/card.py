@@ -121,6 +121,8 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
               "| task | question | expected | model |", "|---|---|---|---|"]
     for row in result.examples[:30]:
         got = row.get("reply", row.get("heard", ""))
+        if row.get("thinking"):
+            got = f"[thinking: {row['thinking']}] {got}"
         lines.append(f"| {row['task']} | {row.get('question', '')} | {row.get('answer', '')} | {got} |")
     retrain = f"`{training.get('recipe', 'omnistream train recipes/builtin.py')}`"
     if rounds:

@@ -34,9 +34,12 @@ def test_model_card(tmp_path):
                         counts={"color/text": 4, "transcribe_digits/speech": 2}, transcription_wer=0.1,
                         intelligibility_wer=0.2, speech_samples=3, real_time_factor=0.3, time_to_first_audio_ms=120,
                         text_seconds_per_answer=0.05, config={"seed": 1, "per_task": 4},
-                        examples=[{"task": "color/text", "question": "q", "answer": "a", "reply": "a"}])
+                        examples=[{"task": "color/text", "question": "q", "answer": "a", "reply": "a"},
+                                  {"task": "color/speech", "question": "q", "answer": "a", "reply": "b",
+                                   "thinking": "what color"}])
     text = write_model_card(tmp_path / "card.md", result, str(tmp_path)).read_text()
     assert "| color/text | 100.0% | 4 |" in text and "20.0%" in text and "120 ms" in text
+    assert "| color/speech | q | a | [thinking: what color] b |" in text
     # the command that reproduces the card is the one that measured it, not eval's defaults
     assert "Reproduce: `omnistream eval --per-task 4 --speech 3 --seed 1 --card docs/model-card.md`" in text
 
