@@ -33,13 +33,7 @@ from omnistream.engine.config import EngineConfig
 from omnistream.engine.defaults import GenerationDefaults
 from omnistream.engine.events import AudioChunk, Done, Event, Failed, TextDelta, Usage
 from omnistream.engine.kv_cache import CacheAccounts
-from omnistream.engine.request import (
-    Request,
-    RequestStatus,
-    SamplingParams,
-    TalkerStage,
-    new_request_id,
-)
+from omnistream.engine.request import Request, RequestStatus, SamplingParams, TalkerStage, new_request_id
 from omnistream.engine.scheduler import Scheduler, StepPlan
 from omnistream.engine.speech import SpeechStages
 from omnistream.engine.text_stream import TextStream
@@ -266,7 +260,7 @@ class Engine:
         start = time.perf_counter()
         try:
             fn(*args)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - becomes the request's Failed event
             if not isinstance(error, OmnistreamError):
                 logger.exception("engine stage %s failed for %s", getattr(fn, "__name__", fn),
                                  [r.request_id for r in requests])

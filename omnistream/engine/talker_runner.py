@@ -6,8 +6,8 @@ frame cache, per-request position/sampling state and the previous frame of every
 Text track (spec §1.1): talker step k ≥ 1 adds S[k−1] where S = the prompt's trailing text (tokens after the
 assistant header, usually none) ++ E[g_1], …, E[g_{n−2}] ++ tts_eos, then tts_pad forever; g_{n−1} — the
 final thinker token — is never embedded. The g are the spoken tokens: after a leading `<think>…</think>` span
-(engine.py) g_0 is the first token after `</think>`, and the span is never heard. The engine calls step k only once g_k (or the end of the text) is
-known, which is all S[k−1] needs.
+(engine.py) g_0 is the first token after `</think>`, and the span is never heard. The engine calls step k only
+once g_k (or the end of the text) is known, which is all S[k−1] needs.
 
 Codes (spec §5.1): each step samples codebook 0 with the reference's talker processors (repetition penalty
 over the codes generated so far, EOS banned before talker_min_new_tokens, ids [vocab−1024, vocab) suppressed
@@ -157,14 +157,14 @@ class TalkerRunner:
         if j < trailing:
             return -3 - j
         i = j - trailing + 1                   # spoken token g_i
-        spoken = request.output_ids[request.speech_start:]
-        n = len(spoken)
+        start = request.speech_start           # g_0's index in output_ids (after a thinking span)
+        n = len(request.output_ids) - start
         if not request.thinker_done:
             if i > n - 1:
                 raise RuntimeError("talker ran ahead of the thinker")  # the scheduler's lockstep prevents it
-            return spoken[i]
+            return request.output_ids[start + i]
         if i < n - 1:
-            return spoken[i]
+            return request.output_ids[start + i]
         return TTS_EOS if i == max(n - 1, 1) else TTS_PAD
 
     # ------------------------------------------------------------------------------------------ sampling
