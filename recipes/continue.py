@@ -138,8 +138,8 @@ ROUND5_NOTE = ("Round 5 (`--round 5`, runs/cont5) continued from round 4's weigh
 ROUND6_NOTE = ("Round 6 (`--round 6`, runs/cont6) continued from round 4's weights with round 5's mix and lr but "
                "no twins: each spoken image or video question's target is the question as heard, in a thinking span "
                "('<think>is there a red circle</think>Yes.'), then the answer. The talker's inputs were refitted "
-               "(talker_adapters6) and it was trained on the codes the round-4 model spoke (talker_cont6); it never "
-               "hears the thinking span.")
+               "(talker_adapters6) and it was trained on the codes the round-4 model spoke for 2,000 training answers "
+               "(round 5's recording, 1,877 kept; talker_cont6); it never hears the thinking span.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),

@@ -119,7 +119,7 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
               f"- Text answer latency (mean, no audio): {result.text_seconds_per_answer * 1000:.0f} ms"
               if result.text_seconds_per_answer else "", "", "## Sample outputs", "",
               "| task | question | expected | model |", "|---|---|---|---|"]
-    for row in result.examples[:30]:
+    for row in result.examples[:80]:           # every task's first reply and up to 3 misses, then speech
         got = row.get("reply", row.get("heard", ""))
         if row.get("thinking"):
             got = f"[thinking: {row['thinking']}] {got}"
