@@ -58,6 +58,7 @@ class AudioPlan:
 class _Answer:
     """What a finished (or finishing) generation produced."""
     text: list[str] = field(default_factory=list)
+    thinking: list[str] = field(default_factory=list)
     audio: list[np.ndarray] = field(default_factory=list)
     done: Done | None = None
 
@@ -165,8 +166,8 @@ async def _collect(first: Event, events: AsyncIterator[Event], http: Request) ->
     answer = _Answer()
     event: Event | None = first
     while event is not None:
-        if isinstance(event, TextDelta) and not event.is_thinking:
-            answer.text.append(event.text)
+        if isinstance(event, TextDelta):
+            (answer.thinking if event.is_thinking else answer.text).append(event.text)
         elif isinstance(event, AudioChunk):
             answer.audio.append(event.samples)
         elif isinstance(event, Done):
@@ -207,7 +208,8 @@ def _completion(answer: _Answer, request: ChatCompletionRequest, audio: AudioPla
         message_audio = MessageAudio(id=audio_id, data=base64.b64encode(data).decode(),
                                      expires_at=memory.remember(audio_id, text), transcript=text)
     return ChatCompletion(id=completion_id, created=int(time.time()), model=request.model,
-                          choices=[Choice(message=ResponseMessage(content=text, audio=message_audio),
+                          choices=[Choice(message=ResponseMessage(content=text, audio=message_audio,
+                                                                  reasoning_content="".join(answer.thinking) or None),
                                           finish_reason=_finish_reason(answer.done))],
                           usage=_usage(answer.done))
 
@@ -238,7 +240,9 @@ async def _stream_chunks(first: Event, events: AsyncIterator[Event], request: Ch
 
     event: Event | None = first
     while event is not None:
-        if isinstance(event, TextDelta) and event.text and not event.is_thinking:
+        if isinstance(event, TextDelta) and event.text and event.is_thinking:
+            yield chunk(Delta(reasoning_content=event.text))
+        elif isinstance(event, TextDelta) and event.text:
             transcript.append(event.text)
             yield chunk(Delta(content=event.text,
                               audio=audio_delta(transcript=event.text) if audio is not None else None))

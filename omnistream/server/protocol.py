@@ -291,6 +291,14 @@ class ResponseMessage(BaseModel):
     refusal: str | None = None
     annotations: list[Any] = Field(default_factory=list)
     audio: MessageAudio | None = None
+    reasoning_content: str | None = None     # the <think> span (DeepSeek's and vLLM's field); only when there is one
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_reasoning(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("reasoning_content") is None:
+            out.pop("reasoning_content", None)
+        return out
 
 
 class Choice(BaseModel):
@@ -326,6 +334,7 @@ class Delta(BaseModel):
     """A stream delta carries only the fields that changed (OpenAI omits the rest)."""
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None     # thinking text, streamed before the answer and never spoken
     audio: DeltaAudio | None = None
 
     @model_serializer(mode="wrap")

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import io
 import json
+import wave
 
 import numpy as np
 import openai
@@ -49,6 +50,16 @@ def png_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def wav_base64(wave_: np.ndarray, rate: int) -> str:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm16(np.asarray(wave_)))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def openai_content(content: list[dict]) -> list[dict]:
     parts = []
     for part in content:
@@ -56,6 +67,8 @@ def openai_content(content: list[dict]) -> list[dict]:
             parts.append({"type": "image_url", "image_url": {"url": png_url(part["image"])}})
         elif part["type"] == "text":
             parts.append(part)
+        elif part["type"] == "audio":
+            parts.append({"type": "input_audio", "input_audio": {"data": wav_base64(*part["audio"]), "format": "wav"}})
         else:
             raise AssertionError(f"unexpected part {part['type']}")
     return parts
@@ -71,6 +84,28 @@ def test_golden_answers_over_chat_completions(server):
         message = reply.choices[0].message
         assert message.content == example.answer, example.question
         assert message.audio.transcript == example.answer and len(base64.b64decode(message.audio.data)) > 4800
+
+
+def test_spoken_question_over_chat_completions_thinks_then_answers(server):
+    """The built-in model writes a spoken question down in a thinking span first: it comes back as
+    reasoning_content (whole and streamed), never in the content, the transcript or the speech."""
+    from omnistream.synth.sentences import spoken_form
+
+    client = openai.OpenAI(base_url=server.api_url, api_key=API_KEY, max_retries=0, timeout=300)
+    example = golden(spoken=True)[1]
+    messages = [{"role": "user", "content": openai_content(example.messages[0]["content"])}]
+    options = dict(model=server.client.info.name, messages=messages, temperature=0, max_tokens=48,
+                   modalities=["text", "audio"], audio={"voice": "ethan", "format": "pcm16"})
+    message = client.chat.completions.create(**options).choices[0].message
+    assert message.content == example.answer and message.audio.transcript == example.answer
+    assert message.reasoning_content == spoken_form(example.question)
+    thinking, content = "", ""
+    for chunk in client.chat.completions.create(**options, stream=True):
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            thinking += getattr(delta, "reasoning_content", None) or ""
+            content += delta.content or ""
+    assert (thinking, content) == (message.reasoning_content, message.content)
 
 
 def test_spoken_question_over_realtime(server):
