@@ -49,6 +49,9 @@ a thinking span that writes the question down as heard (`ThinkerStage(think_spok
 data.think_heard_question). The engine shows the span as thinking and the talker never speaks it, so the
 talker's inputs for an answer are what they were; `adapters`, `record` and `talker --round 6` follow as in round 5
 (a copy of round 5's recording serves: the same round-4 checkpoint spoke it, and `record` skips chunks it finds).
+`--round 7` continues round 6's weights the same way at lr 5e-4 with a mix weighted to describe and direction,
+the two tasks round 6 left below their bars; its talker again learns from round 5's recording (round 4 speaking,
+whose speech was the clearest).
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -83,6 +86,8 @@ ROUND3_MIX = {"color": 0.4, "count": 1.5, "shape_of_color": 0.5, "exists": 1.8, 
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.0, "transcribe_sentence": 0.9}
 ROUND5_MIX = {"color": 0.3, "count": 1.6, "shape_of_color": 0.4, "exists": 2.2, "describe": 2.0,
               "direction": 1.2, "moving_color": 0.2, "transcribe_digits": 0.8, "transcribe_sentence": 0.7}
+ROUND7_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 1.0, "describe": 3.0,
+              "direction": 1.6, "moving_color": 0.2, "transcribe_digits": 0.6, "transcribe_sentence": 0.5}
 ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
@@ -106,6 +111,10 @@ STAGE_NOTES = {
     "talker_adapters6": "round 6: the talker's input projections refitted to the round-6 thinker",
     "talker_cont6": "round 6: on the codes round 4 spoke for its right answers (recorded), against the round-6 "
                     "thinker",
+    "thinker_cont7": "round 7: round 6 again at lr 5e-4, a mix weighted to describe and direction",
+    "talker_adapters7": "round 7: the talker's input projections refitted to the round-7 thinker",
+    "talker_cont7": "round 7: on the codes round 4 spoke for its right answers (round 5's recording), against the "
+                    "round-7 thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -174,7 +183,7 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0,
-                        help="0: 1e-3 (thinker; 7e-4 from round 5) / 5e-4 (talker)")
+                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in round 7) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
@@ -184,9 +193,9 @@ def run(argv: list[str]) -> None:
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
                         help="rounds 4 and 5: weight of the typed-twin consistency in the thinker's loss")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6),
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's; 6: the thirteenth's (see the docstring)")
+                             "5: the twelfth's; 6 and 7: the thirteenth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -207,10 +216,11 @@ def run(argv: list[str]) -> None:
         logger.info("recorded %d new answers of %s into %s", kept, args.assets, Path(args.work) / RECORDING)
     elif args.part == "thinker":
         fresh_data = args.round >= 2
-        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX}[args.round]
+        mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX,
+               7: ROUND7_MIX}[args.round]
         think = args.round >= 6
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
-            steps=args.steps or 5000, lr=args.lr or (7e-4 if args.round >= 5 else 1e-3), warmup=50, ckpt_every=100,
+            steps=args.steps or 5000, lr=args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4}.get(args.round, 1e-3), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             task_mix=mix, spoken_fraction=0.65 if args.round >= 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,

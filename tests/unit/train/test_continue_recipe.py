@@ -122,7 +122,9 @@ def test_rounds_four_and_five_train_the_thinker_with_typed_twins(tiny_assets, tm
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
 
 
-def test_round_six_writes_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch):
+@pytest.mark.parametrize("round_", ["6", "7"])
+def test_rounds_six_and_seven_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
+                                                                               round_):
     import omnistream.train.thinker_stage as thinker_stage
 
     monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
@@ -131,11 +133,11 @@ def test_round_six_writes_spoken_questions_down_in_a_thinking_span(tiny_assets, 
     monkeypatch.setattr(thinker_stage, "BatchSource", lambda *a, **k: seen.append(k) or real(*a, **k))
     recipe = load_recipe(RECIPE)
     shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
-    work = tmp_path / "work6"
-    recipe.run(["thinker", "--work", str(work), "--assets", str(shipped), "--round", "6", "--steps", "2",
+    work = tmp_path / f"work{round_}"
+    recipe.run(["thinker", "--work", str(work), "--assets", str(shipped), "--round", round_, "--steps", "2",
                 "--minutes", "5", "--data-seed", "3"])
     assert seen and seen[0]["think_spoken"] and not seen[0]["twins"]
-    state = json.loads((work / "thinker_cont6" / "last" / "state.json").read_text())["state"]
+    state = json.loads((work / f"thinker_cont{round_}" / "last" / "state.json").read_text())["state"]
     assert state["step"] == 2 and "twin" not in state["metrics"]
 
 
