@@ -219,8 +219,9 @@ def run(argv: list[str]) -> None:
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX,
                7: ROUND7_MIX}[args.round]
         think = args.round >= 6
+        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4}.get(args.round, 1e-3)
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
-            steps=args.steps or 5000, lr=args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4}.get(args.round, 1e-3), warmup=50, ckpt_every=100,
+            steps=args.steps or 5000, lr=lr, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             task_mix=mix, spoken_fraction=0.65 if args.round >= 3 else 0.6,
             data_seed=args.data_seed or (1 + 10 * args.round), video_every=8, spoken_pool=3000,
