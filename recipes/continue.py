@@ -149,10 +149,13 @@ ROUND6_NOTE = ("Round 6 (`--round 6`, runs/cont6) continued from round 4's weigh
                "('<think>is there a red circle</think>Yes.'), then the answer. The talker's inputs were refitted "
                "(talker_adapters6) and it was trained on the codes the round-4 model spoke for 2,000 training answers "
                "(round 5's recording, 1,877 kept; talker_cont6); it never hears the thinking span.")
+ROUND7_NOTE = ("Round 7 (`--round 7`, runs/cont7) continued round 6's weights for 35 minutes at lr 5e-4 with a mix "
+               "weighted to describe (3.0) and direction (1.6), then refitted the talker's inputs (talker_adapters7) "
+               "and trained it on round 5's recording again (talker_cont7).")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
-               (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}))
+               (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}), (ROUND7_NOTE, {"thinker_cont7", "talker_cont7"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
 RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
