@@ -171,8 +171,7 @@ class Engine:
         if request.thinker_done and first in self._end_ids(request):
             self.scheduler.finish_talker(request)              # nothing to say: the answer is empty
             return
-        if first != out.token:
-            out = dataclasses.replace(out, token=first)
+        out = dataclasses.replace(out, token=first)            # g0 of the speech: the answer's first token
         self.speech.prefill(request, self.accounts.talker.slot_of(request.request_id), out)
         request.talker_stage = TalkerStage.DECODING
 

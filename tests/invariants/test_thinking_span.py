@@ -26,7 +26,8 @@ def omni(tmp_path_factory):
 
 
 def _run(omni: Omni, script: list[int], max_new_tokens: int = OPTIONS["max_new_tokens"]):
-    """Events of one request whose thinker writes `script` (then keeps to its last id)."""
+    """One request whose thinker writes `script` (then keeps to its last id) → (request, events, steps), where
+    steps[i] = (tokens written after engine step i, that step's events)."""
     engine = omni.engine
     runner = engine.thinker
     real = runner._sample
@@ -39,12 +40,13 @@ def _run(omni: Omni, script: list[int], max_new_tokens: int = OPTIONS["max_new_t
     try:
         params = omni.sampling_params(**{**OPTIONS, "max_new_tokens": max_new_tokens})
         request = engine.add_request(omni.processor(conversations()["audio_image"]), params)
-        events = []
+        steps = []
         while engine.has_work:
-            events += engine.step()
+            events = engine.step()
+            steps.append((len(request.output_ids), events))
     finally:
         runner._sample = real
-    return request, events
+    return request, [e for _, events in steps for e in events], steps
 
 
 def _ids(omni: Omni) -> tuple[int, int, int]:
@@ -55,8 +57,8 @@ def _ids(omni: Omni) -> tuple[int, int, int]:
 
 def test_the_span_is_written_not_spoken(omni):
     open_id, close_id, eos = _ids(omni)
-    plain_request, plain = _run(omni, ANSWER + [eos])
-    think_request, think = _run(omni, [open_id, *THOUGHT, close_id, *ANSWER, eos])
+    _, plain, _ = _run(omni, ANSWER + [eos])
+    think_request, think, _ = _run(omni, [open_id, *THOUGHT, close_id, *ANSWER, eos])
     plain_done, think_done = plain[-1], think[-1]
     assert isinstance(plain_done, Done) and isinstance(think_done, Done)
     assert think_done.thinking and think_done.text == plain_done.text
@@ -72,22 +74,8 @@ def test_speech_starts_with_the_answer(omni):
     """No audio while the thinker is inside the span; the first chunk comes out of the step that wrote the
     answer's first token."""
     open_id, close_id, eos = _ids(omni)
-    engine = omni.engine
-    runner = engine.thinker
-    real = runner._sample
-    script = [open_id, *THOUGHT, close_id, *ANSWER, eos]
-    runner._sample = lambda logits, requests: (real(logits, requests),
-                                               [script[len(r.output_ids)] for r in requests])[1]
-    try:
-        request = engine.add_request(omni.processor(conversations()["audio_image"]),
-                                     omni.sampling_params(**OPTIONS))
-        first_audio_at = None
-        while engine.has_work:
-            events = engine.step()
-            if first_audio_at is None and any(isinstance(e, AudioChunk) for e in events):
-                first_audio_at = len(request.output_ids)
-    finally:
-        runner._sample = real
+    _, _, steps = _run(omni, [open_id, *THOUGHT, close_id, *ANSWER, eos])
+    first_audio_at = next(n for n, events in steps if any(isinstance(e, AudioChunk) for e in events))
     assert first_audio_at == len(THOUGHT) + 3           # <think>, the thought, </think>, the first answer token
 
 
@@ -95,10 +83,10 @@ def test_speech_starts_with_the_answer(omni):
 def test_nothing_to_say_after_the_span(omni, case):
     open_id, close_id, eos = _ids(omni)
     if case == "ends_inside_the_span":
-        request, events = _run(omni, [open_id, *THOUGHT * 4], max_new_tokens=6)
+        request, events, _ = _run(omni, [open_id, *THOUGHT * 4], max_new_tokens=6)
         assert request.finish_reason == "length"
     else:
-        request, events = _run(omni, [open_id, *THOUGHT, close_id, eos])
+        request, events, _ = _run(omni, [open_id, *THOUGHT, close_id, eos])
     done = events[-1]
     assert isinstance(done, Done) and done.thinking and done.text == ""
     assert done.audio_codes is None and not any(isinstance(e, AudioChunk) for e in events)
