@@ -4,6 +4,7 @@
     omnistream train recipes/continue.py talker  [--work runs/cont] [--steps 4000] [--minutes 90] [--lr 5e-4]
     omnistream train recipes/continue.py adapters [--work runs/cont]
     omnistream train recipes/continue.py record  [--work runs/cont] [--count 2000]
+    omnistream train recipes/continue.py vq      [--work runs/cont]
     omnistream train recipes/continue.py finish  [--work runs/cont] [--out omnistream/assets/builtin]
 
 `--round 2` (with a fresh `--work`, e.g. runs/cont2) is the third session's continuation: every spoken
@@ -52,6 +53,12 @@ talker's inputs for an answer are what they were; `adapters`, `record` and `talk
 `--round 7` continues round 6's weights the same way at lr 5e-4 with a mix weighted to describe and direction,
 the two tasks round 6 left below their bars; its talker again learns from round 5's recording (round 4 speaking,
 whose speech was the clearest).
+`--round 8` (fourteenth session) continues round 7's weights at lr 4e-4 with a mix weighted further to describe
+and direction (ROUND8_MIX), whose scenes of three and four shapes still swapped places. Its talker learns from
+espeak-ng speech again: after `adapters`, `vq` reads the lost VQ back from the shipped Code2Wav and a recording
+(train/vq_recovery.py; a copy of round 5's serves), and `talker --round 8` trains on that VQ's codes of the answers.
+The student of a recording can only speak as well as its teacher (~10% intelligibility WER); espeak-ng coded by the
+recovered VQ and decoded is heard at 2.6%.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -73,9 +80,11 @@ from omnistream.train.grow import deepen_assets, deepen_thinker_part
 from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import COMPONENTS, VQ_FILE, fresh_model, save_part, training_summary
 from omnistream.train.talker_adapters import FIT_STEPS, refit_talker_inputs
-from omnistream.train.talker_codes import record_codes
+from omnistream.synth import speak_answer
+from omnistream.train.talker_codes import load_recording, record_codes
 from omnistream.train.talker_stage import TALKER_MIX, TalkerStage, run_talker_stage
 from omnistream.train.thinker_stage import ThinkerStage, run_thinker_stage
+from omnistream.train.vq_recovery import recover_vq
 
 logger = logging.getLogger(__name__)
 ASSETS = "omnistream/assets/builtin"
@@ -88,6 +97,8 @@ ROUND5_MIX = {"color": 0.3, "count": 1.6, "shape_of_color": 0.4, "exists": 2.2, 
               "direction": 1.2, "moving_color": 0.2, "transcribe_digits": 0.8, "transcribe_sentence": 0.7}
 ROUND7_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 1.0, "describe": 3.0,
               "direction": 1.6, "moving_color": 0.2, "transcribe_digits": 0.6, "transcribe_sentence": 0.5}
+ROUND8_MIX = {"color": 0.3, "count": 1.4, "shape_of_color": 0.4, "exists": 0.8, "describe": 4.0,
+              "direction": 2.0, "moving_color": 0.2, "transcribe_digits": 0.5, "transcribe_sentence": 0.4}
 ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
@@ -115,6 +126,10 @@ STAGE_NOTES = {
     "talker_adapters7": "round 7: the talker's input projections refitted to the round-7 thinker",
     "talker_cont7": "round 7: on the codes round 4 spoke for its right answers (round 5's recording), against the "
                     "round-7 thinker",
+    "thinker_cont8": "round 8: round 7 again at lr 4e-4, a mix weighted further to describe and direction",
+    "talker_adapters8": "round 8: the talker's input projections refitted to the round-8 thinker",
+    "talker_cont8": "round 8: on espeak-ng answers again, coded by the VQ read back from the shipped Code2Wav "
+                    "(train/vq_recovery.py), against the round-8 thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -152,13 +167,21 @@ ROUND6_NOTE = ("Round 6 (`--round 6`, runs/cont6) continued from round 4's weigh
 ROUND7_NOTE = ("Round 7 (`--round 7`, runs/cont7) continued round 6's weights for 35 minutes at lr 5e-4 with a mix "
                "weighted to describe (3.0) and direction (1.6), then refitted the talker's inputs (talker_adapters7) "
                "and trained it on round 5's recording again (talker_cont7).")
+ROUND8_NOTE = ("Round 8 (`--round 8`, runs/cont8) continued round 7's weights for 45 minutes at lr 4e-4 with a mix "
+               "weighted further to describe (4.0) and direction (2.0) and refitted the talker's inputs "
+               "(talker_adapters8). The lost VQ was then read back from the shipped Code2Wav (`recipes/continue.py "
+               "vq`: round 5's recorded codes decoded, each centroid the mean residual of the frames carrying its "
+               "code; it ships as rvq.safetensors), and the talker learnt again from espeak-ng answers coded by it "
+               "(talker_cont8: 30 minutes, lr 3e-4) instead of from the model's own recorded speech.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
-               (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}), (ROUND7_NOTE, {"thinker_cont7", "talker_cont7"}))
+               (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}), (ROUND7_NOTE, {"thinker_cont7", "talker_cont7"}),
+               (ROUND8_NOTE, {"thinker_cont8", "talker_cont8"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
-RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
+RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets in rounds 4-7
+VQ_REFERENCE_ANSWERS = 300      # `vq`: espeak-ng answers whose features set the recovered VQ's normalisation
 
 
 def seed_work(assets: str, work: str) -> None:
@@ -179,14 +202,14 @@ def seed_work(assets: str, work: str) -> None:
 
 def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="omnistream train recipes/continue.py")
-    parser.add_argument("part", choices=("thinker", "talker", "adapters", "record", "finish"))
+    parser.add_argument("part", choices=("thinker", "talker", "adapters", "record", "vq", "finish"))
     parser.add_argument("--work", default="runs/cont")
     parser.add_argument("--assets", default=ASSETS)
     parser.add_argument("--out", default=ASSETS)
     parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0,
-                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in round 7) / 5e-4 (talker)")
+                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
@@ -196,9 +219,12 @@ def run(argv: list[str]) -> None:
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
                         help="rounds 4 and 5: weight of the typed-twin consistency in the thinker's loss")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7),
+    parser.add_argument("--targets", choices=("vq", "recorded"), default="",
+                        help="talker targets: the VQ's codes of espeak-ng speech (rounds 1-3 and 8) or the "
+                             "recording's codes (rounds 4-7)")
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7, 8),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's; 6 and 7: the thirteenth's (see the docstring)")
+                             "5: the twelfth's; 6 and 7: the thirteenth's; 8: the fourteenth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -217,12 +243,14 @@ def run(argv: list[str]) -> None:
         kept = record_codes(args.assets, Path(args.work) / RECORDING, start=0, count=args.count,
                             seed=1 + 10 * args.round, mix=TALKER_MIX, spoken_fraction=0.3)
         logger.info("recorded %d new answers of %s into %s", kept, args.assets, Path(args.work) / RECORDING)
+    elif args.part == "vq":
+        recover_work_vq(assets, args.work)
     elif args.part == "thinker":
         fresh_data = args.round >= 2
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX,
-               7: ROUND7_MIX}[args.round]
+               7: ROUND7_MIX, 8: ROUND8_MIX}[args.round]
         think = args.round >= 6
-        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4}.get(args.round, 1e-3)
+        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4, 8: 4e-4}.get(args.round, 1e-3)
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=lr, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
@@ -231,11 +259,14 @@ def run(argv: list[str]) -> None:
             question_clips=200 if fresh_data else 0, loss_per_example=args.round >= 3,
             twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
+        targets = args.targets or ("recorded" if 4 <= args.round <= 7 else "vq")
+        if targets == "vq" and not (Path(args.work) / VQ_FILE).is_file():
+            raise SystemExit(f"talker: no {VQ_FILE} in {args.work} for the VQ's targets; run `vq` first")
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
-            recorded=str(Path(args.work) / RECORDING) if args.round >= 4 else ""), threads=args.threads)
+            recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else ""), threads=args.threads)
 
 
 def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: str = "talker_adapters") -> None:
@@ -260,6 +291,22 @@ def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: 
            "metrics": {f"{f.name}_{k}": round(getattr(f, k), 4) for f in fits for k in ("drift", "residual")}}
     (Path(work) / ADAPTERS_FILE).write_text(json.dumps(row, indent=1) + "\n")
     logger.info("refitted the talker's input projections in %s: %s", work, row["metrics"])
+
+
+def recover_work_vq(assets: str, work: str) -> None:
+    """Write `<work>/rvq.safetensors`: the VQ behind the work Code2Wav's codes, read back from the recording
+    (train/vq_recovery.py). A VQ already there (one the codec was trained with) is kept."""
+    path = Path(work) / VQ_FILE
+    if path.is_file():
+        logger.info("vq: %s already has its VQ; kept", work)
+        return
+    records, _, _ = load_recording(Path(work) / RECORDING)
+    code2wav = fresh_model(assets, work).code2wav.eval()
+    reference = [speak_answer(r.gold, r.voice) for r in records[:VQ_REFERENCE_ANSWERS]]
+    vq, agreement = recover_vq(code2wav, (r.codes for r in records), reference)
+    vq.save(path)
+    logger.info("vq: recovered from %d recorded answers into %s (codes given back by level: %s)", len(records),
+                path, ", ".join(f"{a:.0%}" for a in agreement))
 
 
 def model_assets(work: str, assets: str) -> Path:

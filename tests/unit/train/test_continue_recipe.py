@@ -122,9 +122,9 @@ def test_rounds_four_and_five_train_the_thinker_with_typed_twins(tiny_assets, tm
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
 
 
-@pytest.mark.parametrize("round_", ["6", "7"])
-def test_rounds_six_and_seven_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
-                                                                               round_):
+@pytest.mark.parametrize("round_", ["6", "7", "8"])
+def test_rounds_six_to_eight_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
+                                                                             round_):
     import omnistream.train.thinker_stage as thinker_stage
 
     monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
@@ -213,3 +213,34 @@ def test_round_four_trains_the_talker_on_the_checkpoints_recorded_answers(record
     with pytest.raises(ConfigError, match="no recorded talker codes"):
         recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "4", "--steps", "4",
                     "--minutes", "5"])
+
+
+def test_round_eight_reads_the_vq_back_from_the_recording_and_trains_the_talker_on_espeak_speech(recording, tmp_path,
+                                                                                                monkeypatch):
+    import shutil
+
+    from omnistream.train.codec import ResidualVQ
+    from omnistream.train.parts import VQ_FILE
+
+    monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
+    recipe = load_recipe(RECIPE)
+    teacher, recorded, kept = recording
+    (teacher / "training.json").write_text(json.dumps({"stages": []}))
+    work = tmp_path / "work8"
+    shutil.copytree(recorded, work / recipe.RECORDING)
+    with pytest.raises(SystemExit, match="run `vq` first"):
+        recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--steps", "2"])
+
+    recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "8"])
+    cfg = fresh_model(teacher).code2wav.config
+    vq = ResidualVQ.load(work / VQ_FILE)
+    assert kept > 0 and vq.centroids.shape[:2] == (cfg.num_quantizers, cfg.codebook_size)
+    first = (work / VQ_FILE).read_bytes()
+    recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "8"])
+    assert (work / VQ_FILE).read_bytes() == first                  # a VQ already there is kept
+
+    shutil.rmtree(work / recipe.RECORDING)                       # the targets now come from the VQ, not the codes
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--steps", "2",
+                "--minutes", "5"])
+    state = json.loads((work / "talker_cont8" / "last" / "state.json").read_text())["state"]
+    assert state["step"] == 2 and state["metrics"]["acc0"] >= 0.0
