@@ -111,7 +111,9 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
         lines.append(f"| {key} | {value:.1%} | {result.counts[key]} | {target_text} |")
     lines += ["", f"- Transcription WER: **{_pct(result.transcription_wer)}** (target ≤ 5%)",
               f"- Intelligibility WER of its own speech (pocketsphinx, world grammar, {result.speech_samples} answers): "
-              f"**{_pct(result.intelligibility_wer)}** (target ≤ 15%)",
+              f"**{_pct(result.intelligibility_wer)}** (target ≤ 15%)"
+              + (f"; espeak-ng's own speech of the same answers, same voices: {_pct(result.espeak_intelligibility_wer)}"
+                 if result.espeak_intelligibility_wer is not None else ""),
               f"- Real-time factor (wall time / audio duration, median): **{result.real_time_factor:.3f}**"
               if result.real_time_factor is not None else "- Real-time factor: —",
               f"- Time to first audio (median): **{result.time_to_first_audio_ms:.0f} ms**"

@@ -35,6 +35,8 @@ def eval_command(args: argparse.Namespace) -> int:
         print(f"{'transcription WER':32s} {result.transcription_wer:6.1%}")
     if result.intelligibility_wer is not None:
         print(f"{'intelligibility WER':32s} {result.intelligibility_wer:6.1%}  (n={result.speech_samples})")
+        if result.espeak_intelligibility_wer is not None:
+            print(f"{'  espeak-ng itself, same answers':32s} {result.espeak_intelligibility_wer:6.1%}")
         print(f"{'real-time factor':32s} {result.real_time_factor:.3f}")
         print(f"{'time to first audio':32s} {result.time_to_first_audio_ms:.0f} ms")
     if args.json:

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from omnistream.evaluation.metrics import Recogniser, wer
-from omnistream.synth import TASKS, make_examples
+from omnistream.synth import TASKS, make_examples, speak_answer
 from omnistream.synth.sentences import spoken_form
+from omnistream.synth.speech import OUTPUT_SAMPLE_RATE
 from omnistream.synth.tasks import TRANSCRIBE_TASKS
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class EvalResult:
     counts: dict[str, int] = field(default_factory=dict)
     transcription_wer: float | None = None
     intelligibility_wer: float | None = None
+    # the recogniser on espeak-ng's own speech of the same answers in the same voices: the floor under the above
+    espeak_intelligibility_wer: float | None = None
     speech_samples: int = 0
     real_time_factor: float | None = None
     time_to_first_audio_ms: float | None = None
@@ -101,7 +104,7 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
     options = options or {}
     recogniser = Recogniser()
     examples = make_examples("test", count, seed + 1, {t: 1.0 for t in TASKS}, spoken_fraction=0.5)
-    pairs, first_audio, rtf = [], [], []
+    pairs, espeak_pairs, first_audio, rtf = [], [], [], []
     shown = 0                               # speech-out rows kept as samples
     for e in examples:
         start = time.perf_counter()
@@ -127,6 +130,9 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
             continue
         heard = recogniser.transcribe(audio, rate)
         pairs.append((spoken_form(text), heard))
+        if text.strip():
+            espeak_pairs.append((spoken_form(text), recogniser.transcribe(speak_answer(text, e.answer_voice),
+                                                                           OUTPUT_SAMPLE_RATE)))
         first_audio.append(first or wall)
         rtf.append(wall / (audio.size / rate))
         if shown < 20:
@@ -135,6 +141,7 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
                                     "voice": e.answer_voice})
     result.speech_samples = len(pairs)
     result.intelligibility_wer = wer(pairs)
+    result.espeak_intelligibility_wer = wer(espeak_pairs) if espeak_pairs else None
     result.real_time_factor = float(np.median(rtf)) if rtf else None
     result.time_to_first_audio_ms = float(np.median(first_audio) * 1000) if first_audio else None
 
