@@ -1,4 +1,4 @@
-"""`omnistream eval [--model PATH] [--per-task N] [--speech N] [--card docs/model-card.md] [--json FILE]`."""
+"""`omnistream eval [--model PATH] [--per-task N] [--speech N] [--tasks a,b] [--card docs/model-card.md] [--json FILE]`."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omnistream.evaluation.card import write_model_card
 from omnistream.evaluation.runner import evaluate
+from omnistream.synth.tasks import TASKS
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +17,18 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-task", type=int, default=40, help="test examples per task")
     parser.add_argument("--speech", type=int, default=30, help="spoken answers to check (0: skip)")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--tasks", type=_task_list, default=TASKS,
+                        help="comma-separated tasks to ask (default: all), e.g. describe,direction")
     parser.add_argument("--json", default=None, help="write the raw results here")
     parser.add_argument("--card", default=None, help="write a model card (e.g. docs/model-card.md)")
+
+
+def _task_list(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown task(s) {unknown or [text]}; expected some of {list(TASKS)}")
+    return names
 
 
 def eval_main(argv: list[str] | None = None) -> int:
@@ -28,7 +39,7 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    result = evaluate(args.model, per_task=args.per_task, speech=args.speech, seed=args.seed)
+    result = evaluate(args.model, per_task=args.per_task, speech=args.speech, seed=args.seed, tasks=args.tasks)
     for key, value in result.accuracy.items():
         print(f"{key:32s} {value:6.1%}  (n={result.counts[key]})")
     if result.transcription_wer is not None:

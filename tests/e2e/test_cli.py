@@ -75,3 +75,14 @@ def test_bench_tiny_prints_json(tmp_path, monkeypatch, capsys):
     assert code == 0 and result["tiny_rtf"] == ours["speech_rtf"] > 0
     assert ours["decode_b1_tok_s"] > 0 and ours["first_audio_ms"] > 0 and 0 < result["bandwidth_efficiency"]
     assert np.isfinite(result["batch8_throughput_scaling"])
+
+
+def test_eval_asks_only_the_tasks_named(folder, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(folder), "--tasks", "color,exists", "--per-task", "2", "--speech", "0",
+                 "--json", str(out)]) == 0
+    assert {key.split("/")[0] for key in json.loads(out.read_text())["accuracy"]} == {"color", "exists"}
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--model", str(folder), "--tasks", "colour"])
+    assert exit_.value.code == 2
+    assert "unknown task(s) ['colour']" in capsys.readouterr().err
