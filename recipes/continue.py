@@ -99,6 +99,8 @@ ROUND7_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 1.0, 
               "direction": 1.6, "moving_color": 0.2, "transcribe_digits": 0.6, "transcribe_sentence": 0.5}
 ROUND8_MIX = {"color": 0.3, "count": 1.4, "shape_of_color": 0.4, "exists": 0.8, "describe": 4.0,
               "direction": 2.0, "moving_color": 0.2, "transcribe_digits": 0.5, "transcribe_sentence": 0.4}
+ROUND9_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 0.8, "describe": 5.0,
+              "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 0.5, "transcribe_sentence": 0.4}
 ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
@@ -130,6 +132,9 @@ STAGE_NOTES = {
     "talker_adapters8": "round 8: the talker's input projections refitted to the round-8 thinker",
     "talker_cont8": "round 8: on espeak-ng answers again, coded by the VQ read back from the shipped Code2Wav "
                     "(train/vq_recovery.py), against the round-8 thinker",
+    "thinker_cont9": "round 9: round 8 again at lr 3e-4, a mix weighted further to describe",
+    "talker_adapters9": "round 9: the talker's input projections refitted to the round-9 thinker",
+    "talker_cont9": "round 9: on espeak-ng answers coded by the recovered VQ, against the round-9 thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -209,7 +214,7 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0,
-                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8) / 5e-4 (talker)")
+                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8, 3e-4 in 9) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
@@ -220,11 +225,11 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
                         help="rounds 4 and 5: weight of the typed-twin consistency in the thinker's loss")
     parser.add_argument("--targets", choices=("vq", "recorded"), default="",
-                        help="talker targets: the VQ's codes of espeak-ng speech (rounds 1-3 and 8) or the "
+                        help="talker targets: the VQ's codes of espeak-ng speech (rounds 1-3, 8 and 9) or the "
                              "recording's codes (rounds 4-7)")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7, 8),
+    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7, 8, 9),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's; 6 and 7: the thirteenth's; 8: the fourteenth's (see the docstring)")
+                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -248,9 +253,10 @@ def run(argv: list[str]) -> None:
     elif args.part == "thinker":
         fresh_data = args.round >= 2
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX,
-               7: ROUND7_MIX, 8: ROUND8_MIX}[args.round]
+               7: ROUND7_MIX, 8: ROUND8_MIX,
+               9: ROUND9_MIX}[args.round]
         think = args.round >= 6
-        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4, 8: 4e-4}.get(args.round, 1e-3)
+        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4, 8: 4e-4, 9: 3e-4}.get(args.round, 1e-3)
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=lr, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),

@@ -122,9 +122,9 @@ def test_rounds_four_and_five_train_the_thinker_with_typed_twins(tiny_assets, tm
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
 
 
-@pytest.mark.parametrize("round_", ["6", "7", "8"])
-def test_rounds_six_to_eight_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
-                                                                             round_):
+@pytest.mark.parametrize("round_", ["6", "7", "8", "9"])
+def test_rounds_six_to_nine_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
+                                                                            round_):
     import omnistream.train.thinker_stage as thinker_stage
 
     monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
