@@ -6,7 +6,7 @@ follow a changed thinker learns instead from what the shipped model itself says:
 checkpoint on training examples (greedy, as its generation_config asks) and keeps the codes of every answer it
 got right; `recorded_batches` replays them as talker batches (`TalkerStage(recorded=...)`), each example rebuilt
 from its (seed, index) so only the answers and codes are stored. The student can at best speak as well as the teacher did; train/vq_recovery.py, which reads the lost VQ back
-from the trained Code2Wav, gives the talker espeak-ng targets again (round 8 of recipes/continue.py).
+from the trained Code2Wav, can give the talker espeak-ng targets again (`recipes/continue.py talker --targets vq`).
 
 Layout of a recording folder: `codes-<start>.safetensors`, one per chunk of examples, holding `codes`
 [Q, total frames] and `frames` [N] (frames per answer), with the chunk's examples in its metadata as JSON.

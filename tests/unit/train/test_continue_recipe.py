@@ -215,8 +215,8 @@ def test_round_four_trains_the_talker_on_the_checkpoints_recorded_answers(record
                     "--minutes", "5"])
 
 
-def test_round_eight_reads_the_vq_back_from_the_recording_and_trains_the_talker_on_espeak_speech(recording, tmp_path,
-                                                                                                monkeypatch):
+def test_vq_reads_the_lost_vq_back_from_the_recording_and_the_talker_can_learn_from_it(recording, tmp_path,
+                                                                                       monkeypatch):
     import shutil
 
     from omnistream.train.codec import ResidualVQ
@@ -229,7 +229,8 @@ def test_round_eight_reads_the_vq_back_from_the_recording_and_trains_the_talker_
     work = tmp_path / "work8"
     shutil.copytree(recorded, work / recipe.RECORDING)
     with pytest.raises(SystemExit, match="run `vq` first"):
-        recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--steps", "2"])
+        recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--targets", "vq",
+                    "--steps", "2"])
 
     recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "8"])
     cfg = fresh_model(teacher).code2wav.config
@@ -240,7 +241,7 @@ def test_round_eight_reads_the_vq_back_from_the_recording_and_trains_the_talker_
     assert (work / VQ_FILE).read_bytes() == first                  # a VQ already there is kept
 
     shutil.rmtree(work / recipe.RECORDING)                       # the targets now come from the VQ, not the codes
-    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--steps", "2",
-                "--minutes", "5"])
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--targets", "vq",
+                "--steps", "2", "--minutes", "5"])
     state = json.loads((work / "talker_cont8" / "last" / "state.json").read_text())["state"]
     assert state["step"] == 2 and state["metrics"]["acc0"] >= 0.0
