@@ -58,9 +58,10 @@ and direction (ROUND8_MIX), whose scenes of three and four shapes still swapped 
 `vq` reads the lost VQ back from the shipped Code2Wav and a recording (train/vq_recovery.py; a copy of round 5's
 serves): espeak-ng answers coded by it and decoded are heard at 2.6% WER (espeak-ng itself: 2.0%), so `talker
 --targets vq` can teach the talker from espeak-ng again. Measured, not shipped: 30 minutes of it (2,216 steps, lr
-3e-4, against the round-8 thinker) spoke worse than the recorded codes (22.7% against 13.5% on 300 answers; long
-answers cut short), so rounds 8 and 9 keep the recording and the recovered VQ only ships for later rounds.
-`--round 9` continues round 8's weights at lr 3e-4, weighted further to describe (ROUND9_MIX).
+3e-4, against the round-8 thinker) spoke worse than the recorded codes (22.7% against 14.9% on 300 answers, the
+losses in long answers), so rounds 8 and 9 keep the recording and the recovered VQ ships for later rounds.
+`--round 9` continues round 8's weights at lr 3e-4, weighted further to describe (ROUND9_MIX); measured, not
+shipped (docs/model-card.md): better descriptions, but its speech went over the 15% bar on 300 answers.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -180,7 +181,7 @@ ROUND8_NOTE = ("Round 8 (`--round 8`, runs/cont8) continued round 7's weights fo
                "(talker_adapters8) and trained it on round 5's recording again (talker_cont8). The rvq.safetensors "
                "beside the weights is not the codec's own VQ (lost) but one read back from Code2Wav "
                "(`recipes/continue.py vq`, train/vq_recovery.py); a talker taught from espeak-ng through it spoke "
-               "worse than this one (22.7% against 13.5% intelligibility WER on 300 answers).")
+               "worse than this one (22.7% against 14.9% intelligibility WER on 300 answers).")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
