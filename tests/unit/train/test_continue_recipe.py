@@ -196,15 +196,23 @@ def test_adapters_refit_the_shipped_talker_to_a_continued_thinker_and_ship_the_r
         recipe.run(["adapters", "--work", str(work), "--assets", str(shipped), "--prompts", "3"])
 
 
-def test_round_four_trains_the_talker_on_the_checkpoints_recorded_answers(recording, tmp_path, monkeypatch):
+def _work_with_recording(recording, tmp_path, monkeypatch, name):
+    """(recipe, teacher checkpoint, work folder holding the teacher's recording, answers kept)."""
     import shutil
 
     monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
     recipe = load_recipe(RECIPE)
-    teacher, recorded, _ = recording
+    teacher, recorded, kept = recording
     (teacher / "training.json").write_text(json.dumps({"stages": []}))
-    work = tmp_path / "work4"
+    work = tmp_path / name
     shutil.copytree(recorded, work / recipe.RECORDING)
+    return recipe, teacher, work, kept
+
+
+def test_round_four_trains_the_talker_on_the_checkpoints_recorded_answers(recording, tmp_path, monkeypatch):
+    import shutil
+
+    recipe, teacher, work, _ = _work_with_recording(recording, tmp_path, monkeypatch, "work4")
     recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "4", "--steps", "2",
                 "--minutes", "5"])
     state = json.loads((work / "talker_cont4" / "last" / "state.json").read_text())["state"]
@@ -222,12 +230,7 @@ def test_vq_reads_the_lost_vq_back_from_the_recording_and_the_talker_can_learn_f
     from omnistream.train.codec import ResidualVQ
     from omnistream.train.parts import VQ_FILE
 
-    monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
-    recipe = load_recipe(RECIPE)
-    teacher, recorded, kept = recording
-    (teacher / "training.json").write_text(json.dumps({"stages": []}))
-    work = tmp_path / "work8"
-    shutil.copytree(recorded, work / recipe.RECORDING)
+    recipe, teacher, work, kept = _work_with_recording(recording, tmp_path, monkeypatch, "work8")
     with pytest.raises(SystemExit, match="run `vq` first"):
         recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "8", "--targets", "vq",
                     "--steps", "2"])
