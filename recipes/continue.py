@@ -233,7 +233,8 @@ def run(argv: list[str]) -> None:
                              "codes (from round 4)")
     parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7, 8, 9),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's (see the docstring)")
+                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's "
+                             "(see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -257,8 +258,7 @@ def run(argv: list[str]) -> None:
     elif args.part == "thinker":
         fresh_data = args.round >= 2
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX,
-               7: ROUND7_MIX, 8: ROUND8_MIX,
-               9: ROUND9_MIX}[args.round]
+               7: ROUND7_MIX, 8: ROUND8_MIX, 9: ROUND9_MIX}[args.round]
         think = args.round >= 6
         lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4, 8: 4e-4, 9: 3e-4}.get(args.round, 1e-3)
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
@@ -305,7 +305,7 @@ def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: 
 
 def recover_work_vq(assets: str, work: str) -> None:
     """Write `<work>/rvq.safetensors`: the VQ behind the work Code2Wav's codes, read back from the recording
-    (train/vq_recovery.py). A VQ already there (one the codec was trained with) is kept."""
+    (train/vq_recovery.py). A VQ already there (the codec's own, or one read back before) is kept."""
     path = Path(work) / VQ_FILE
     if path.is_file():
         logger.info("vq: %s already has its VQ; kept", work)

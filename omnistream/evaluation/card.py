@@ -130,8 +130,8 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
     if rounds:
         retrain += (", then `recipes/continue.py` (thinker and talker side by side, "
                     + ", then ".join(f"`--round {r}`" for r in rounds) + ", each followed by `finish`"
-                    + ("; from round 4 the talker after `adapters` and `record`, from round 8 after `adapters` "
-                       "and `vq`, see its docstring" if any(int(r) >= 4 for r in rounds) else "")
+                    + ("; from round 4 the talker after `adapters` and `record`, see its docstring"
+                       if any(int(r) >= 4 for r in rounds) else "")
                     + ")")
     command = (f"omnistream eval --per-task {result.config.get('per_task')} --speech {result.speech_samples} "
                f"--seed {result.config.get('seed')} --card docs/model-card.md")

@@ -1,4 +1,4 @@
-"""`omnistream eval [--model PATH] [--per-task N] [--speech N] [--tasks a,b] [--card docs/model-card.md] [--json FILE]`."""
+"""`omnistream eval [--model PATH] [--per-task N] [--speech N] [--tasks a,b] [--card FILE] [--json FILE]`."""
 from __future__ import annotations
 
 import argparse

@@ -125,14 +125,14 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
                 raise RuntimeError(f"generation failed: {event.error}")
         wall = time.perf_counter() - start
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        if text.strip():
+            espeak_pairs.append((spoken_form(text), recogniser.transcribe(speak_answer(text, e.answer_voice),
+                                                                           OUTPUT_SAMPLE_RATE)))
         if audio.size == 0:
             pairs.append((spoken_form(text), ""))
             continue
         heard = recogniser.transcribe(audio, rate)
         pairs.append((spoken_form(text), heard))
-        if text.strip():
-            espeak_pairs.append((spoken_form(text), recogniser.transcribe(speak_answer(text, e.answer_voice),
-                                                                           OUTPUT_SAMPLE_RATE)))
         first_audio.append(first or wall)
         rtf.append(wall / (audio.size / rate))
         if shown < 20:
