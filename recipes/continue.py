@@ -102,8 +102,7 @@ ROUND7_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 1.0, 
               "direction": 1.6, "moving_color": 0.2, "transcribe_digits": 0.6, "transcribe_sentence": 0.5}
 ROUND8_MIX = {"color": 0.3, "count": 1.4, "shape_of_color": 0.4, "exists": 0.8, "describe": 4.0,
               "direction": 2.0, "moving_color": 0.2, "transcribe_digits": 0.5, "transcribe_sentence": 0.4}
-ROUND9_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 0.8, "describe": 5.0,
-              "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 0.5, "transcribe_sentence": 0.4}
+ROUND9_MIX = {**ROUND8_MIX, "count": 1.2, "describe": 5.0, "direction": 1.0}
 ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
