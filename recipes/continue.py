@@ -84,7 +84,7 @@ from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import COMPONENTS, VQ_FILE, fresh_model, save_part, training_summary
 from omnistream.train.talker_adapters import FIT_STEPS, refit_talker_inputs
 from omnistream.synth import speak_answer
-from omnistream.train.talker_codes import load_recording, record_codes
+from omnistream.train.talker_codes import HeardRightAnswer, load_recording, record_codes, right_answer
 from omnistream.train.talker_stage import TALKER_MIX, TalkerStage, run_talker_stage
 from omnistream.train.thinker_stage import ThinkerStage, run_thinker_stage
 from omnistream.train.vq_recovery import recover_vq
@@ -103,6 +103,8 @@ ROUND7_MIX = {"color": 0.3, "count": 1.2, "shape_of_color": 0.4, "exists": 1.0, 
 ROUND8_MIX = {"color": 0.3, "count": 1.4, "shape_of_color": 0.4, "exists": 0.8, "describe": 4.0,
               "direction": 2.0, "moving_color": 0.2, "transcribe_digits": 0.5, "transcribe_sentence": 0.4}
 ROUND9_MIX = {**ROUND8_MIX, "count": 1.2, "describe": 5.0, "direction": 1.0}
+# round 10: most of describe's weight on scenes of four shapes (synth.tasks.TRAINING_VARIANTS), its misses' home
+ROUND10_MIX = {**ROUND8_MIX, "describe": 1.5, "describe_crowded": 3.0, "direction": 1.5}
 ROUND3_LAYERS = 4
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
@@ -138,6 +140,9 @@ STAGE_NOTES = {
     "talker_adapters9": "round 9: the talker's input projections refitted to the round-9 thinker",
     "talker_cont9": "round 9: on the codes round 4 spoke for its right answers (round 5's recording), against the "
                     "round-9 thinker",
+    "thinker_cont10": "round 10: round 8 again at lr 3e-4, describe weighted to scenes of four shapes",
+    "talker_adapters10": "round 10: the talker's input projections refitted to the round-10 thinker",
+    "talker_cont10": "round 10: against the round-10 thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -217,12 +222,14 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0,
-                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8, 3e-4 in 9) / 5e-4 (talker)")
+                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8, 3e-4 in 9-10) / 5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
     parser.add_argument("--count", type=int, default=2000,
                         help="record: training examples the checkpoint speaks (a multiple of 100)")
+    parser.add_argument("--keep", choices=("right", "heard"), default="right",
+                        help="record: keep every right answer, or only those the recogniser also hears word for word")
     parser.add_argument("--prompts", type=int, default=150,
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
@@ -230,9 +237,9 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--targets", choices=("vq", "recorded"), default="",
                         help="talker targets: the VQ's codes of espeak-ng speech (rounds 1-3) or the recording's "
                              "codes (from round 4)")
-    parser.add_argument("--round", type=int, default=1, choices=(1, 2, 3, 4, 5, 6, 7, 8, 9),
+    parser.add_argument("--round", type=int, default=1, choices=tuple(range(1, 11)),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's "
+                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's; 10: the fifteenth's "
                              "(see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
@@ -250,16 +257,17 @@ def run(argv: list[str]) -> None:
         refit_adapters(args.assets, assets, args.work, args.prompts, name)
     elif args.part == "record":
         kept = record_codes(args.assets, Path(args.work) / RECORDING, start=0, count=args.count,
-                            seed=1 + 10 * args.round, mix=TALKER_MIX, spoken_fraction=0.3)
+                            seed=1 + 10 * args.round, mix=TALKER_MIX, spoken_fraction=0.3,
+                            keep=HeardRightAnswer() if args.keep == "heard" else right_answer)
         logger.info("recorded %d new answers of %s into %s", kept, args.assets, Path(args.work) / RECORDING)
     elif args.part == "vq":
         recover_work_vq(assets, args.work)
     elif args.part == "thinker":
         fresh_data = args.round >= 2
         mix = {1: CONTINUE_MIX, 2: ROUND2_MIX, 3: ROUND3_MIX, 4: ROUND3_MIX, 5: ROUND5_MIX, 6: ROUND5_MIX,
-               7: ROUND7_MIX, 8: ROUND8_MIX, 9: ROUND9_MIX}[args.round]
+               7: ROUND7_MIX, 8: ROUND8_MIX, 9: ROUND9_MIX, 10: ROUND10_MIX}[args.round]
         think = args.round >= 6
-        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4, 8: 4e-4, 9: 3e-4}.get(args.round, 1e-3)
+        lr = args.lr or {5: 7e-4, 6: 7e-4, 7: 5e-4, 8: 4e-4, 9: 3e-4, 10: 3e-4}.get(args.round, 1e-3)
         run_thinker_stage(ThinkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 5000, lr=lr, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/thinker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),

@@ -16,7 +16,9 @@ import numpy as np
 from omnistream.errors import ConfigError
 from omnistream.synth import speech
 from omnistream.synth.shapes import Scene, draw_scene
-from omnistream.synth.tasks import IMAGE_TASKS, TASKS, TRANSCRIBE_TASKS, VIDEO_TASKS, TaskDraw, draw_task
+from omnistream.synth.tasks import (
+    ALL_TASKS, IMAGE_TASKS, TASKS, TRANSCRIBE_TASKS, VIDEO_TASKS, TaskDraw, draw_task,
+)
 from omnistream.synth.video import VideoScene, render_video
 
 logger = logging.getLogger(__name__)
@@ -76,9 +78,9 @@ def _check_args(split: str, n: int, task_mix: Mapping[str, float], spoken_fracti
         raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}", param="split")
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}", param="n")
-    unknown = sorted(set(task_mix) - set(TASKS))
+    unknown = sorted(set(task_mix) - set(ALL_TASKS))
     if unknown:
-        raise ConfigError(f"unknown tasks {unknown}; expected some of {TASKS}", param="task_mix")
+        raise ConfigError(f"unknown tasks {unknown}; expected some of {ALL_TASKS}", param="task_mix")
     if any(w < 0 for w in task_mix.values()) or sum(task_mix.values()) <= 0:
         raise ConfigError("task_mix weights must be >= 0 with a positive sum", param="task_mix")
     if not 0.0 <= spoken_fraction <= 1.0:
@@ -148,7 +150,7 @@ def make_examples(split: str, n: int, seed: int = 0, task_mix: Mapping[str, floa
     """
     task_mix = dict(DEFAULT_TASK_MIX if task_mix is None else task_mix)
     _check_args(split, n, task_mix, spoken_fraction)
-    tasks = [t for t in TASKS if task_mix.get(t, 0.0) > 0]
+    tasks = [t for t in ALL_TASKS if task_mix.get(t, 0.0) > 0]
     weights = np.array([task_mix[t] for t in tasks], dtype=np.float64)
     weights /= weights.sum()
     plans = [_plan(split, seed, start + i, tasks, weights, spoken_fraction) for i in range(n)]

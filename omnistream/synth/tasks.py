@@ -13,13 +13,18 @@ import numpy as np
 
 from omnistream.errors import ConfigError
 from omnistream.synth import sentences as say
-from omnistream.synth.shapes import COLORS, SHAPE_KINDS, Scene, Shape, sample_scene
+from omnistream.synth.shapes import COLORS, MAX_SHAPES, SHAPE_KINDS, Scene, Shape, sample_scene
 from omnistream.synth.video import VideoScene, sample_video_scene
 
 IMAGE_TASKS = ("color", "count", "shape_of_color", "exists", "describe")
 VIDEO_TASKS = ("direction", "moving_color")
 TRANSCRIBE_TASKS = ("transcribe_digits", "transcribe_sentence")
 TASKS = IMAGE_TASKS + VIDEO_TASKS + TRANSCRIBE_TASKS
+# Training-only variants of a test task: its question and answer, on the scenes that task finds hardest.
+# describe_crowded: "Describe the image." over four shapes, where the model swapped neighbours of one colour.
+TRAINING_VARIANTS = {"describe_crowded": "describe"}
+IMAGE_TRAINING_TASKS = IMAGE_TASKS + tuple(TRAINING_VARIANTS)
+ALL_TASKS = TASKS + tuple(TRAINING_VARIANTS)
 _MAX_TRIES = 100
 
 
@@ -126,8 +131,9 @@ def moving_color_task(rng: np.random.Generator, scene: VideoScene) -> QA:
 
 _IMAGE_FNS: dict[str, Callable[[np.random.Generator, Scene], QA | None]] = {
     "color": color_task, "count": count_task, "shape_of_color": shape_of_color_task,
-    "exists": exists_task, "describe": describe_task,
+    "exists": exists_task, "describe": describe_task, "describe_crowded": describe_task,
 }
+_SCENE_SHAPES = {"describe_crowded": MAX_SHAPES}    # shapes per scene where a task fixes it (default: 1-4)
 _VIDEO_FNS: dict[str, Callable[[np.random.Generator, VideoScene], QA | None]] = {
     "direction": direction_task, "moving_color": moving_color_task,
 }
@@ -155,13 +161,13 @@ def draw_task(task: str, rng: np.random.Generator) -> TaskDraw:
         return transcribe_task(task, rng)
     for _ in range(_MAX_TRIES):
         if task in _IMAGE_FNS:
-            scene: Scene | VideoScene = sample_scene(rng)
+            scene: Scene | VideoScene = sample_scene(rng, _SCENE_SHAPES.get(task))
             qa = _IMAGE_FNS[task](rng, scene)
         elif task in _VIDEO_FNS:
             scene = sample_video_scene(rng)
             qa = _VIDEO_FNS[task](rng, scene)
         else:
-            raise ConfigError(f"unknown task {task!r}; expected one of {TASKS}", param="task")
+            raise ConfigError(f"unknown task {task!r}; expected one of {ALL_TASKS}", param="task")
         if qa is not None:
             return TaskDraw(task, qa.question, qa.answer, scene)
     raise ConfigError(f"no answerable scene for task {task!r} after {_MAX_TRIES} tries", param="task")

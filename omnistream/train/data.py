@@ -365,8 +365,8 @@ class BatchSource:
 
     def groups(self) -> list[tuple[str, dict[str, float], float, int]]:
         """(name, task mix, spoken fraction, examples per non-video batch) of the non-empty streams."""
-        from omnistream.synth.tasks import IMAGE_TASKS, TRANSCRIBE_TASKS, VIDEO_TASKS
-        image = {t: w for t, w in self.task_mix.items() if t in IMAGE_TASKS and w > 0}
+        from omnistream.synth.tasks import IMAGE_TRAINING_TASKS, TRANSCRIBE_TASKS, VIDEO_TASKS
+        image = {t: w for t, w in self.task_mix.items() if t in IMAGE_TRAINING_TASKS and w > 0}
         transcribe = {t: w for t, w in self.task_mix.items() if t in TRANSCRIBE_TASKS and w > 0}
         video = {t: w for t, w in self.task_mix.items() if t in VIDEO_TASKS and w > 0}
         spoken_mix = {**{t: w * self.spoken_fraction for t, w in image.items()}, **transcribe}

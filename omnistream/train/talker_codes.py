@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from omnistream.errors import ConfigError
 from omnistream.synth import make_examples
+from omnistream.synth.sentences import spoken_form
 from omnistream.synth.tasks import VIDEO_TASKS
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,22 @@ class Recorded:
 
 def right_answer(example, reply) -> bool:
     return reply.text.strip() == example.answer
+
+
+class HeardRightAnswer:
+    """`keep` for a cleaner recording: a right answer whose speech an independent recogniser (pocketsphinx on
+    the world's grammar, evaluation.metrics) hears word for word, so the talker learns only from what it said
+    clearly. The same recogniser scores intelligibility in `omnistream eval`; the card says so beside it."""
+
+    def __init__(self) -> None:
+        from omnistream.evaluation.metrics import Recogniser
+
+        self.recogniser = Recogniser()
+
+    def __call__(self, example, reply) -> bool:
+        if not right_answer(example, reply) or reply.audio.size == 0:
+            return False
+        return self.recogniser.transcribe(reply.audio, reply.sample_rate) == spoken_form(reply.text)
 
 
 def record_codes(checkpoint: str | Path, folder: str | Path, *, start: int, count: int, seed: int,

@@ -99,6 +99,16 @@ def test_task_mix_and_spoken_fraction():
     assert all(e.question_modality == "text" and e.speech_params is None for e in examples)
 
 
+def test_a_training_variant_joins_a_mix_without_changing_the_other_tasks_draws():
+    plain = make_examples("train", 12, seed=5, task_mix={"color": 1, "count": 1}, spoken_fraction=0.0)
+    same = make_examples("train", 12, seed=5, task_mix={"color": 1, "count": 1, "describe_crowded": 0.0},
+                         spoken_fraction=0.0)
+    assert [e.answer for e in plain] == [e.answer for e in same]
+    crowded = make_examples("train", 12, seed=5, task_mix={"describe_crowded": 1}, spoken_fraction=0.5)
+    assert {e.task for e in crowded} == {"describe_crowded"} and {len(e.scene.shapes) for e in crowded} == {4}
+    assert {e.question_modality for e in crowded} == {"text", "speech"}
+
+
 @pytest.mark.parametrize("kwargs,param", [
     ({"split": "dev"}, "split"),
     ({"task_mix": {"juggle": 1.0}}, "task_mix"),

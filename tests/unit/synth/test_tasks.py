@@ -8,7 +8,7 @@ import pytest
 
 from omnistream.errors import ConfigError
 from omnistream.synth.shapes import Scene
-from omnistream.synth.tasks import IMAGE_TASKS, TASKS, TRANSCRIBE_TASKS, VIDEO_TASKS, draw_task
+from omnistream.synth.tasks import IMAGE_TASKS, TASKS, TRAINING_VARIANTS, TRANSCRIBE_TASKS, VIDEO_TASKS, draw_task
 from omnistream.synth.video import VideoScene
 
 COLOR = "red|green|blue|yellow|black"
@@ -72,6 +72,15 @@ def test_answers_match_the_scene(task):
             assert draw.answer == expected_video_answer(draw.question, draw.scene)
     if task not in ("describe", "moving_color"):
         assert len(questions) >= 3  # the variants are actually drawn
+
+
+def test_describe_crowded_is_describe_over_four_shapes_and_never_a_test_task():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        draw = draw_task("describe_crowded", rng)
+        assert draw.question == "Describe the image." and len(draw.scene.shapes) == 4
+        assert draw.answer == expected_image_answer(draw.question, draw.scene)
+    assert TRAINING_VARIANTS == {"describe_crowded": "describe"} and not set(TRAINING_VARIANTS) & set(TASKS)
 
 
 def test_yes_and_no_are_balanced():

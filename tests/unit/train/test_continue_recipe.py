@@ -122,21 +122,23 @@ def test_rounds_four_and_five_train_the_thinker_with_typed_twins(tiny_assets, tm
     assert any(not torch.equal(after[k], before[k]) for k in before)   # from the shipped weights, and trained
 
 
-@pytest.mark.parametrize("round_", ["6", "7", "8", "9"])
-def test_rounds_six_to_nine_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
-                                                                            round_):
+@pytest.mark.parametrize("round_", ["6", "7", "8", "9", "10"])
+def test_rounds_six_to_ten_write_spoken_questions_down_in_a_thinking_span(tiny_assets, tmp_path, monkeypatch,
+                                                                           round_):
     import omnistream.train.thinker_stage as thinker_stage
 
     monkeypatch.setenv("OMNISTREAM_CACHE", str(tmp_path / "cache"))
     seen = []
     real = thinker_stage.BatchSource
-    monkeypatch.setattr(thinker_stage, "BatchSource", lambda *a, **k: seen.append(k) or real(*a, **k))
+    monkeypatch.setattr(thinker_stage, "BatchSource",
+                        lambda *a, **k: seen.append({**k, "task_mix": a[1]}) or real(*a, **k))
     recipe = load_recipe(RECIPE)
     shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
     work = tmp_path / f"work{round_}"
     recipe.run(["thinker", "--work", str(work), "--assets", str(shipped), "--round", round_, "--steps", "2",
                 "--minutes", "5", "--data-seed", "3"])
     assert seen and seen[0]["think_spoken"] and not seen[0]["twins"]
+    assert ("describe_crowded" in seen[0]["task_mix"]) == (round_ == "10")      # round 10's four-shape scenes
     state = json.loads((work / f"thinker_cont{round_}" / "last" / "state.json").read_text())["state"]
     assert state["step"] == 2 and "twin" not in state["metrics"]
 
@@ -248,3 +250,17 @@ def test_vq_reads_the_lost_vq_back_from_the_recording_and_the_talker_can_learn_f
                 "--steps", "2", "--minutes", "5"])
     state = json.loads((work / "talker_cont8" / "last" / "state.json").read_text())["state"]
     assert state["step"] == 2 and state["metrics"]["acc0"] >= 0.0
+
+
+def test_record_keeps_right_answers_or_only_those_the_recogniser_hears(tiny_assets, tmp_path, monkeypatch):
+    from omnistream.train.talker_codes import HeardRightAnswer, right_answer
+
+    recipe = load_recipe(RECIPE)
+    shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
+    calls = []
+    monkeypatch.setattr(recipe, "record_codes", lambda *a, **k: calls.append(k) or 0)
+    for keep in ([], ["--keep", "heard"]):
+        recipe.run(["record", "--work", str(tmp_path / "work"), "--assets", str(shipped), "--round", "10",
+                    "--count", "100", *keep])
+    assert calls[0]["keep"] is right_answer and isinstance(calls[1]["keep"], HeardRightAnswer)
+    assert calls[0]["seed"] == calls[1]["seed"] == 101 and calls[0]["count"] == 100

@@ -1,13 +1,18 @@
 """Recorded talker codes (train/talker_codes.py): what a model said becomes the talker's targets."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 
 from omnistream.errors import ConfigError
+from omnistream.synth import speak_answer
+from omnistream.synth.speech import OUTPUT_SAMPLE_RATE
 from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import fresh_model
-from omnistream.train.talker_codes import load_recording, rebuild_example, record_codes, recorded_batches
+from omnistream.train.talker_codes import HeardRightAnswer, load_recording, rebuild_example, record_codes, recorded_batches
 from omnistream.train.talker_stage import TalkerStage, run_talker_stage
 
 from .conftest import RECORDED_MIX as MIX
@@ -71,3 +76,17 @@ def test_an_empty_or_missing_recording_is_a_config_error(tmp_path):
         load_recording(tmp_path)
     with pytest.raises(ConfigError, match="holds no answers"):
         next(recorded_batches([], 2, 0, 0, 0))
+
+
+def test_heard_right_answer_keeps_only_right_answers_the_recogniser_hears_word_for_word():
+    example = SimpleNamespace(answer="The circle is red.")
+    clear = speak_answer(example.answer, "ethan")
+
+    def reply(text, audio):
+        return SimpleNamespace(text=text, audio=audio, sample_rate=OUTPUT_SAMPLE_RATE)
+
+    keep = HeardRightAnswer()
+    assert keep(example, reply(" The circle is red.", clear))
+    assert not keep(example, reply("The circle is blue.", clear))                   # a wrong answer
+    assert not keep(example, reply("The circle is red.", np.zeros(0, np.float32)))  # nothing said
+    assert not keep(example, reply("The circle is red.", speak_answer("The square is green.", "ethan")))
