@@ -222,7 +222,8 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--steps", type=int, default=0, help="0: 5000 (thinker) / 4000 (talker)")
     parser.add_argument("--minutes", type=float, default=90.0)
     parser.add_argument("--lr", type=float, default=0.0,
-                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8, 3e-4 in 9-10) / 5e-4 (talker)")
+                        help="0: 1e-3 (thinker; 7e-4 in rounds 5-6, 5e-4 in 7, 4e-4 in 8, 3e-4 in 9-10) / "
+                             "5e-4 (talker)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0,
                         help="thinker data seed (0: 1 + 10 x round); a new one gives fresh examples")
@@ -239,8 +240,8 @@ def run(argv: list[str]) -> None:
                              "codes (from round 4)")
     parser.add_argument("--round", type=int, default=1, choices=tuple(range(1, 11)),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
-                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's; 10: the fifteenth's "
-                             "(see the docstring)")
+                             "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's; "
+                             "10: the fifteenth's (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)

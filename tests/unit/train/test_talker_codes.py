@@ -12,7 +12,9 @@ from omnistream.synth import speak_answer
 from omnistream.synth.speech import OUTPUT_SAMPLE_RATE
 from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import fresh_model
-from omnistream.train.talker_codes import HeardRightAnswer, load_recording, rebuild_example, record_codes, recorded_batches
+from omnistream.train.talker_codes import (
+    HeardRightAnswer, load_recording, rebuild_example, record_codes, recorded_batches,
+)
 from omnistream.train.talker_stage import TalkerStage, run_talker_stage
 
 from .conftest import RECORDED_MIX as MIX
