@@ -62,6 +62,11 @@ serves): espeak-ng answers coded by it and decoded are heard at 2.6% WER (espeak
 losses in long answers), so rounds 8 and 9 keep the recording and the recovered VQ ships for later rounds.
 `--round 9` continues round 8's weights at lr 3e-4, weighted further to describe (ROUND9_MIX); measured, not
 shipped (docs/model-card.md): better descriptions, but its speech went over the 15% bar on 300 answers.
+`--round 10` (fifteenth session) continues round 8's weights at lr 3e-4 with most of describe's weight on scenes of
+four shapes (ROUND10_MIX's `describe_crowded`, synth.tasks.TRAINING_VARIANTS): round 8 missed 11 of 59 typed
+four-shape descriptions but 2 of 141 smaller ones, most often by swapping two neighbours of one colour. Its
+talker learns from a fresh recording, `record --round 10 --keep heard`: the shipped model speaking training
+answers, keeping only the right ones that pocketsphinx hears word for word.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
