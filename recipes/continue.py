@@ -65,8 +65,11 @@ shipped (docs/model-card.md): better descriptions, but its speech went over the 
 `--round 10` (fifteenth session) continues round 8's weights at lr 3e-4 with most of describe's weight on scenes of
 four shapes (ROUND10_MIX's `describe_crowded`, synth.tasks.TRAINING_VARIANTS): round 8 missed 11 of 59 typed
 four-shape descriptions but 2 of 141 smaller ones, most often by swapping two neighbours of one colour. Its
-talker learns from a fresh recording, `record --round 10 --keep heard`: the shipped model speaking training
-answers, keeping only the right ones that pocketsphinx hears word for word.
+talker's inputs are refitted (`adapters --round 10`) and the talker is left as it is. Measured, not shipped: a
+talker pass on a fresh recording, `record --round 10 --keep heard` (the shipped model speaking 2,000 training
+answers, keeping the 1,394 right ones pocketsphinx heard word for word), then `talker --round 10 --minutes 8 --lr
+1e-4` (1,300 steps): its own greedy codes were learnt by heart (loss 0.0003) and the speech got worse (16.3%
+against 14.5% on 300 answers), as round 4's 20-minute pass did.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -147,7 +150,8 @@ STAGE_NOTES = {
                     "round-9 thinker",
     "thinker_cont10": "round 10: round 8 again at lr 3e-4, describe weighted to scenes of four shapes",
     "talker_adapters10": "round 10: the talker's input projections refitted to the round-10 thinker",
-    "talker_cont10": "round 10: against the round-10 thinker",
+    "talker_cont10": "round 10: on the codes the shipped model spoke for right answers pocketsphinx heard word for "
+                     "word, against the round-10 thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -191,11 +195,18 @@ ROUND8_NOTE = ("Round 8 (`--round 8`, runs/cont8) continued round 7's weights fo
                "beside the weights is not the codec's own VQ (lost) but one read back from Code2Wav "
                "(`recipes/continue.py vq`, train/vq_recovery.py); a talker taught from espeak-ng through it spoke "
                "worse than this one (22.7% against 14.9% intelligibility WER on 300 answers).")
+ROUND10_NOTE = ("Round 10 (`--round 10`, runs/cont10) continued round 8's weights for 55 minutes at lr 3e-4 with "
+                "most of describe's weight on scenes of four shapes (describe_crowded 3.0, describe 1.5, direction "
+                "1.5), then refitted the talker's input projections (talker_adapters10). The talker itself is round "
+                "8's: a pass on a recording kept to the answers pocketsphinx heard word for word (1,394 of 2,000) "
+                "made its speech worse (16.3% against 14.5% intelligibility WER on 300 answers), so it was not "
+                "shipped.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
                (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}), (ROUND7_NOTE, {"thinker_cont7", "talker_cont7"}),
-               (ROUND8_NOTE, {"thinker_cont8", "talker_cont8"}))
+               (ROUND8_NOTE, {"thinker_cont8", "talker_cont8"}),
+               (ROUND10_NOTE, {"thinker_cont10", "talker_adapters10", "talker_cont10"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
 RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
