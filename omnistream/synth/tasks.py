@@ -131,8 +131,9 @@ def moving_color_task(rng: np.random.Generator, scene: VideoScene) -> QA:
 
 _IMAGE_FNS: dict[str, Callable[[np.random.Generator, Scene], QA | None]] = {
     "color": color_task, "count": count_task, "shape_of_color": shape_of_color_task,
-    "exists": exists_task, "describe": describe_task, "describe_crowded": describe_task,
+    "exists": exists_task, "describe": describe_task,
 }
+_IMAGE_FNS.update({variant: _IMAGE_FNS[task] for variant, task in TRAINING_VARIANTS.items()})
 _SCENE_SHAPES = {"describe_crowded": MAX_SHAPES}    # shapes per scene where a task fixes it (default: 1-4)
 _VIDEO_FNS: dict[str, Callable[[np.random.Generator, VideoScene], QA | None]] = {
     "direction": direction_task, "moving_color": moving_color_task,
