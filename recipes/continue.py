@@ -206,7 +206,7 @@ ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
                (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}), (ROUND7_NOTE, {"thinker_cont7", "talker_cont7"}),
                (ROUND8_NOTE, {"thinker_cont8", "talker_cont8"}),
-               (ROUND10_NOTE, {"thinker_cont10", "talker_adapters10", "talker_cont10"}))
+               (ROUND10_NOTE, {"thinker_cont10", "talker_adapters10"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
 RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
