@@ -247,10 +247,6 @@ def run(argv: list[str]) -> None:
                         help="record: training examples the checkpoint speaks (a multiple of 100)")
     parser.add_argument("--keep", choices=("right", "heard"), default="right",
                         help="record: keep every right answer, or only those the recogniser also hears word for word")
-    parser.add_argument("--vq-every", type=int, default=0,
-                        help="talker on a recording: every n-th batch is fresh --vq-tasks examples on the VQ's "
-                             "codes of espeak-ng speech (0: none)")
-    parser.add_argument("--vq-tasks", default="transcribe_digits", help="comma-separated tasks for --vq-every")
     parser.add_argument("--prompts", type=int, default=150,
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
@@ -298,15 +294,13 @@ def run(argv: list[str]) -> None:
             twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
         targets = args.targets or ("recorded" if args.round >= 4 else "vq")
-        if (targets == "vq" or args.vq_every) and not (Path(args.work) / VQ_FILE).is_file():
+        if targets == "vq" and not (Path(args.work) / VQ_FILE).is_file():
             raise SystemExit(f"talker: no {VQ_FILE} in {args.work} for the VQ's targets; run `vq` first")
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
             steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
-            recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else "",
-            vq_every=args.vq_every, vq_mix={t: 1.0 for t in args.vq_tasks.split(",")} if args.vq_every else {}),
-            threads=args.threads)
+            recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else ""), threads=args.threads)
 
 
 def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: str = "talker_adapters") -> None:

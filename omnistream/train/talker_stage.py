@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from omnistream.engine.talker_positions import talker_prompt_positions
-from omnistream.errors import ConfigError
 from omnistream.inputs import Processor
 from omnistream.models.talker import TalkerPromptIds, build_talker_prompt
 from omnistream.synth import make_examples, speak_answer
@@ -55,16 +54,6 @@ class TalkerStage:
     # A folder of answers a trained model spoke (train/talker_codes.py): its codes are the targets instead of the
     # VQ's codes of espeak-ng speech, and its examples the data (task_mix and spoken_fraction come from it).
     recorded: str = ""
-    # With a recording: every `vq_every`-th batch instead holds fresh examples of `vq_mix` whose targets are the
-    # VQ's codes of espeak-ng speech (0: none), e.g. digit strings, which a talker taught only from its own
-    # recorded speech never learnt to follow word by word.
-    vq_every: int = 0
-    vq_mix: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.vq_every and (self.vq_every < 2 or not self.recorded or not self.vq_mix):
-            raise ConfigError(f"vq_every={self.vq_every} needs a recording, a vq_mix and vq_every >= 2 (every "
-                              f"batch from the VQ is the stage without `recorded`)", param="vq_every")
 
 
 @dataclass
@@ -92,33 +81,21 @@ class _SpeechDataset(torch.utils.data.IterableDataset):
         b = self.start_batch
         while True:
             mix, seed, index = batch_plan(stage, b)
-            yield self._vq_batch(processor, rvq, mix, seed, index)
+            examples = make_examples("train", stage.batch_size, seed, mix, start=index * stage.batch_size,
+                                     spoken_fraction=stage.spoken_fraction, workers=1)
+            batch = []
+            for e in examples:
+                inputs = processor(e.messages)
+                ids = processor.tokenizer.encode(e.answer) + [processor.token_ids.im_end]
+                codes, _ = encode_wave(rvq, speak_answer(e.answer, e.answer_voice))
+                batch.append(SpeechSample(inputs, ids, codes, e.answer_voice))
             b += 1
-
-    def _vq_batch(self, processor: Processor, rvq: ResidualVQ, mix: Mapping[str, float], seed: int,
-                  index: int) -> list[SpeechSample]:
-        """Batch `index` of (seed, mix): fresh examples, their answers spoken by espeak-ng and coded by `rvq`."""
-        stage = self.stage
-        examples = make_examples("train", stage.batch_size, seed, mix, start=index * stage.batch_size,
-                                 spoken_fraction=stage.spoken_fraction, workers=1)
-        batch = []
-        for e in examples:
-            ids = processor.tokenizer.encode(e.answer) + [processor.token_ids.im_end]
-            codes, _ = encode_wave(rvq, speak_answer(e.answer, e.answer_voice))
-            batch.append(SpeechSample(processor(e.messages), ids, codes, e.answer_voice))
-        return batch
+            yield batch
 
     def _recorded(self, processor: Processor) -> Iterator[list[SpeechSample]]:
         stage = self.stage
         records, mix, spoken = load_recording(stage.recorded)
-        b, every = self.start_batch, stage.vq_every
-        vq = ResidualVQ.load(Path(stage.work) / "rvq.safetensors") if every > 0 else None
-        start = b - (b + 1) // every if every > 0 else b          # recorded batches before batch b
-        for batch in recorded_batches(records, stage.batch_size, stage.video_every, stage.seed, start):
-            if vq is not None and b % every == every - 1:
-                yield self._vq_batch(processor, vq, stage.vq_mix, stage.seed + 2, b // every)
-                b += 1
-            b += 1
+        for batch in recorded_batches(records, stage.batch_size, stage.video_every, stage.seed, self.start_batch):
             samples = []
             for r in batch:
                 e = rebuild_example(r, mix, spoken)

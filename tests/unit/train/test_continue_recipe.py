@@ -264,18 +264,3 @@ def test_record_keeps_right_answers_or_only_those_the_recogniser_hears(tiny_asse
                     "--count", "100", *keep])
     assert calls[0]["keep"] is right_answer and isinstance(calls[1]["keep"], HeardRightAnswer)
     assert calls[0]["seed"] == calls[1]["seed"] == 101 and calls[0]["count"] == 100
-
-
-def test_talker_vq_every_asks_for_vq_batches_of_the_named_tasks(recording, tmp_path, monkeypatch):
-    recipe, teacher, work, _ = _work_with_recording(recording, tmp_path, monkeypatch, "work10")
-    stages = []
-    monkeypatch.setattr(recipe, "run_talker_stage", lambda stage, threads: stages.append(stage))
-    with pytest.raises(SystemExit, match="run `vq` first"):
-        recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "10", "--vq-every", "2"])
-    recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "10"])
-    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "10", "--vq-every", "2",
-                "--vq-tasks", "transcribe_digits,exists"])
-    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "10"])
-    assert stages[0].recorded and stages[0].vq_every == 2
-    assert stages[0].vq_mix == {"transcribe_digits": 1.0, "exists": 1.0}
-    assert stages[1].vq_every == 0 and stages[1].vq_mix == {}
