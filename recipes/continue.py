@@ -69,7 +69,9 @@ talker's inputs are refitted (`adapters --round 10`) and the talker is left as i
 talker pass on a fresh recording, `record --round 10 --keep heard` (the shipped model speaking 2,000 training
 answers, keeping the 1,394 right ones pocketsphinx heard word for word), then `talker --round 10 --minutes 8 --lr
 1e-4` (1,300 steps): its own greedy codes were learnt by heart (loss 0.0003) and the speech got worse (16.3%
-against 14.5% on 300 answers), as round 4's 20-minute pass did.
+against 14.5% on 300 answers), as round 4's 20-minute pass did. Also measured, not shipped (commit 45ce5fb,
+reverted): every second batch fresh digit strings on the recovered VQ's espeak-ng codes, 12 minutes: 18.4%, and
+digits no better (66.5% against 62.6%).
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
