@@ -23,7 +23,7 @@ TASKS = IMAGE_TASKS + VIDEO_TASKS + TRANSCRIBE_TASKS
 # Training-only variants of a test task: its question and answer, on the scenes that task finds hardest.
 # describe_crowded: "Describe the image." over four shapes, where the model swapped neighbours of one colour.
 TRAINING_VARIANTS = {"describe_crowded": "describe"}
-IMAGE_TRAINING_TASKS = IMAGE_TASKS + tuple(TRAINING_VARIANTS)
+IMAGE_TRAINING_TASKS = IMAGE_TASKS + tuple(v for v, task in TRAINING_VARIANTS.items() if task in IMAGE_TASKS)
 ALL_TASKS = TASKS + tuple(TRAINING_VARIANTS)
 _MAX_TRIES = 100
 

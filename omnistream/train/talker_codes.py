@@ -5,8 +5,9 @@ gives codes its Code2Wav decodes. The shipped model's VQ is lost (recipes/contin
 follow a changed thinker learns instead from what the shipped model itself says: `record_codes` runs a
 checkpoint on training examples (greedy, as its generation_config asks) and keeps the codes of every answer it
 got right; `recorded_batches` replays them as talker batches (`TalkerStage(recorded=...)`), each example rebuilt
-from its (seed, index) so only the answers and codes are stored. The student can at best speak as well as the teacher did; train/vq_recovery.py, which reads the lost VQ back
-from the trained Code2Wav, can give the talker espeak-ng targets again (`recipes/continue.py talker --targets vq`).
+from its (seed, index) so only the answers and codes are stored. The student can at best speak as well as the
+teacher did; train/vq_recovery.py, which reads the lost VQ back from the trained Code2Wav, can give the talker
+espeak-ng targets again (`recipes/continue.py talker --targets vq`).
 
 Layout of a recording folder: `codes-<start>.safetensors`, one per chunk of examples, holding `codes`
 [Q, total frames] and `frames` [N] (frames per answer), with the chunk's examples in its metadata as JSON.
@@ -52,7 +53,8 @@ def right_answer(example, reply) -> bool:
 class HeardRightAnswer:
     """`keep` for a cleaner recording: a right answer whose speech an independent recogniser (pocketsphinx on
     the world's grammar, evaluation.metrics) hears word for word, so the talker learns only from what it said
-    clearly. The same recogniser scores intelligibility in `omnistream eval`; the card says so beside it."""
+    clearly. The same recogniser scores intelligibility in `omnistream eval`, so a talker trained on such a
+    recording is judged by the judge that picked its targets."""
 
     def __init__(self) -> None:
         from omnistream.evaluation.metrics import Recogniser
