@@ -89,7 +89,7 @@ import torch
 
 from omnistream.checkpoint import load_checkpoint
 from omnistream.inputs import Processor
-from omnistream.train.grow import deepen_assets, deepen_thinker_part
+from omnistream.train.grow import deepen_assets, deepen_talker_part, deepen_thinker_part
 from omnistream.train.loop import TrainConfig
 from omnistream.train.parts import COMPONENTS, VQ_FILE, fresh_model, save_part, training_summary
 from omnistream.train.talker_adapters import FIT_STEPS, refit_talker_inputs
@@ -116,6 +116,10 @@ ROUND9_MIX = {**ROUND8_MIX, "count": 1.2, "describe": 5.0, "direction": 1.0}
 # round 10: most of describe's weight on scenes of four shapes (synth.tasks.TRAINING_VARIANTS), its misses' home
 ROUND10_MIX = {**ROUND8_MIX, "describe": 1.5, "describe_crowded": 3.0, "direction": 1.5}
 ROUND3_LAYERS = 4
+# round 11: the talker grown from 2 to 4 layers; every second batch fresh examples on the VQ's codebook-0 codes of
+# espeak-ng speech, weighted to the digit strings whose words the 2-layer talker lost after the second
+ROUND11_TALKER_LAYERS = 4
+ROUND11_VQ_MIX = {**TALKER_MIX, "transcribe_digits": 3.0, "transcribe_sentence": 1.2}
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
               "direction": 1.0, "moving_color": 0.2, "transcribe_digits": 1.2, "transcribe_sentence": 1.0}
 STAGE_NOTES = {
@@ -154,6 +158,8 @@ STAGE_NOTES = {
     "talker_adapters10": "round 10: the talker's input projections refitted to the round-10 thinker",
     "talker_cont10": "round 10: on the codes the shipped model spoke for right answers pocketsphinx heard word for "
                      "word, against the round-10 thinker",
+    "talker_cont11": "round 11: talker grown from 2 to 4 layers; every second batch fresh answers on the VQ's "
+                     "codebook-0 codes of espeak-ng speech (digits weighted), the rest round 10's heard recording",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -249,6 +255,11 @@ def run(argv: list[str]) -> None:
                         help="record: training examples the checkpoint speaks (a multiple of 100)")
     parser.add_argument("--keep", choices=("right", "heard"), default="right",
                         help="record: keep every right answer, or only those the recogniser also hears word for word")
+    parser.add_argument("--vq-every", type=int, default=0,
+                        help="talker on a recording: every n-th batch is fresh --vq-tasks examples on the VQ's "
+                             "codes of espeak-ng speech (0: none)")
+    parser.add_argument("--vq-tasks", default="",
+                        help="comma-separated tasks for --vq-every (default: transcribe_digits; round 11: ROUND11_VQ_MIX)")
     parser.add_argument("--prompts", type=int, default=150,
                         help="adapters: example prompts whose media states the hidden projection is fitted on")
     parser.add_argument("--twin-weight", type=float, default=TWIN_WEIGHT,
@@ -256,10 +267,10 @@ def run(argv: list[str]) -> None:
     parser.add_argument("--targets", choices=("vq", "recorded"), default="",
                         help="talker targets: the VQ's codes of espeak-ng speech (rounds 1-3) or the recording's "
                              "codes (from round 4)")
-    parser.add_argument("--round", type=int, default=1, choices=tuple(range(1, 11)),
+    parser.add_argument("--round", type=int, default=1, choices=tuple(range(1, 12)),
                         help="1: the second session's continuation; 2: the third's; 3: the fourth's; 4: the tenth's; "
                              "5: the twelfth's; 6 and 7: the thirteenth's; 8 and 9: the fourteenth's; "
-                             "10: the fifteenth's (see the docstring)")
+                             "10: the fifteenth's; 11: the sixteenth's, talker only (see the docstring)")
     args = parser.parse_args(argv)
     if args.part == "finish":
         finish(args.assets, args.work, args.out)
@@ -267,9 +278,16 @@ def run(argv: list[str]) -> None:
     seed_work(args.assets, args.work)
     assets = args.assets
     if args.round == 3:
-        assets = str(model_assets(args.work, args.assets))
+        assets = str(model_assets(args.work, args.assets, thinker_layers=ROUND3_LAYERS))
         if deepen_thinker_part(args.work, assets):
             logger.info("deepened the thinker in %s to %d layers", args.work, ROUND3_LAYERS)
+    if args.round == 11:
+        if args.part in ("thinker", "adapters"):
+            raise SystemExit(f"{args.part}: round 11 trains only the talker (against the shipped thinker)")
+        if args.part == "talker":
+            assets = str(model_assets(args.work, args.assets, talker_layers=ROUND11_TALKER_LAYERS))
+            if deepen_talker_part(args.work, assets):
+                logger.info("deepened the talker in %s to %d layers", args.work, ROUND11_TALKER_LAYERS)
     suffix = "" if args.round == 1 else str(args.round)
     if args.part == "adapters":
         name = "talker_adapters" if args.round <= 4 else f"talker_adapters{args.round}"   # round 4's kept its name
@@ -296,13 +314,17 @@ def run(argv: list[str]) -> None:
             twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
         targets = args.targets or ("recorded" if args.round >= 4 else "vq")
-        if targets == "vq" and not (Path(args.work) / VQ_FILE).is_file():
+        vq_every = args.vq_every or (2 if args.round == 11 else 0)
+        vq_mix = ({t: 1.0 for t in args.vq_tasks.split(",")} if args.vq_tasks else
+                  ROUND11_VQ_MIX if args.round == 11 else {"transcribe_digits": 1.0}) if vq_every else {}
+        if (targets == "vq" or vq_every) and not (Path(args.work) / VQ_FILE).is_file():
             raise SystemExit(f"talker: no {VQ_FILE} in {args.work} for the VQ's targets; run `vq` first")
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
-            steps=args.steps or 4000, lr=args.lr or 5e-4, warmup=50, ckpt_every=100,
+            steps=args.steps or 4000, lr=args.lr or (3e-4 if args.round == 11 else 5e-4), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
-            recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else ""), threads=args.threads)
+            recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else "",
+            vq_every=vq_every, vq_mix=vq_mix, vq_residuals=args.round != 11), threads=args.threads)
 
 
 def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: str = "talker_adapters") -> None:
@@ -345,11 +367,12 @@ def recover_work_vq(assets: str, work: str) -> None:
                 path, ", ".join(f"{a:.0%}" for a in agreement))
 
 
-def model_assets(work: str, assets: str) -> Path:
-    """Round 3's config (the shipped one with a deeper thinker) in `<work>/assets`, written on first use."""
+def model_assets(work: str, assets: str, thinker_layers: int = 0, talker_layers: int = 0) -> Path:
+    """The shipped config with a deeper thinker (round 3) or talker (round 11) in `<work>/assets`, written on
+    first use."""
     deep = Path(work) / "assets"
     if not (deep / "config.json").is_file():
-        deepen_assets(assets, deep, ROUND3_LAYERS)
+        deepen_assets(assets, deep, thinker_layers=thinker_layers, talker_layers=talker_layers)
     return deep
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from omnistream.engine.talker_positions import talker_prompt_positions
+from omnistream.errors import ConfigError
 from omnistream.inputs import Processor
 from omnistream.models.talker import TalkerPromptIds, build_talker_prompt
 from omnistream.synth import make_examples, speak_answer
@@ -54,15 +55,31 @@ class TalkerStage:
     # A folder of answers a trained model spoke (train/talker_codes.py): its codes are the targets instead of the
     # VQ's codes of espeak-ng speech, and its examples the data (task_mix and spoken_fraction come from it).
     recorded: str = ""
+    # With a recording: every `vq_every`-th batch instead holds fresh examples of `vq_mix` whose targets are the
+    # VQ's codes of espeak-ng speech (0: none), e.g. digit strings, which a talker taught only from its own
+    # recorded speech never learnt to follow word by word.
+    vq_every: int = 0
+    vq_mix: Mapping[str, float] = field(default_factory=dict)
+    # False: those batches teach codebook 0 only and the code predictor learns from the recording alone. A VQ read
+    # back from Code2Wav (train/vq_recovery.py) gives codebook-0 codes near the talker's own (teacher-forced
+    # accuracy 51-73%) but residual codes far from them (21-42%), so its residuals would teach another voice.
+    vq_residuals: bool = True
+
+    def __post_init__(self) -> None:
+        if self.vq_every and (self.vq_every < 2 or not self.recorded or not self.vq_mix):
+            raise ConfigError(f"vq_every={self.vq_every} needs a recording, a vq_mix and vq_every >= 2 (every "
+                              f"batch from the VQ is the stage without `recorded`)", param="vq_every")
 
 
 @dataclass
 class SpeechSample:
-    """Host-side pieces of one example: processor inputs, answer ids g_0..g_{n-1}, codes [Q, F], voice."""
+    """Host-side pieces of one example: processor inputs, answer ids g_0..g_{n-1}, codes [Q, F], voice; with
+    `residuals` false only codes[0] is a target (the code predictor skips it)."""
     inputs: Any
     answer_ids: list[int]
     codes: torch.Tensor
     voice: str
+    residuals: bool = True
 
 
 class _SpeechDataset(torch.utils.data.IterableDataset):
@@ -81,21 +98,34 @@ class _SpeechDataset(torch.utils.data.IterableDataset):
         b = self.start_batch
         while True:
             mix, seed, index = batch_plan(stage, b)
-            examples = make_examples("train", stage.batch_size, seed, mix, start=index * stage.batch_size,
-                                     spoken_fraction=stage.spoken_fraction, workers=1)
-            batch = []
-            for e in examples:
-                inputs = processor(e.messages)
-                ids = processor.tokenizer.encode(e.answer) + [processor.token_ids.im_end]
-                codes, _ = encode_wave(rvq, speak_answer(e.answer, e.answer_voice))
-                batch.append(SpeechSample(inputs, ids, codes, e.answer_voice))
+            yield self._vq_batch(processor, rvq, mix, seed, index)
             b += 1
-            yield batch
+
+    def _vq_batch(self, processor: Processor, rvq: ResidualVQ, mix: Mapping[str, float], seed: int,
+                  index: int) -> list[SpeechSample]:
+        """Batch `index` of (seed, mix): fresh examples, their answers spoken by espeak-ng and coded by `rvq`."""
+        stage = self.stage
+        examples = make_examples("train", stage.batch_size, seed, mix, start=index * stage.batch_size,
+                                 spoken_fraction=stage.spoken_fraction, workers=1)
+        batch = []
+        for e in examples:
+            ids = processor.tokenizer.encode(e.answer) + [processor.token_ids.im_end]
+            codes, _ = encode_wave(rvq, speak_answer(e.answer, e.answer_voice))
+            batch.append(SpeechSample(processor(e.messages), ids, codes, e.answer_voice,
+                                      residuals=stage.vq_residuals or not stage.recorded))
+        return batch
 
     def _recorded(self, processor: Processor) -> Iterator[list[SpeechSample]]:
         stage = self.stage
         records, mix, spoken = load_recording(stage.recorded)
-        for batch in recorded_batches(records, stage.batch_size, stage.video_every, stage.seed, self.start_batch):
+        b, every = self.start_batch, stage.vq_every
+        vq = ResidualVQ.load(Path(stage.work) / "rvq.safetensors") if every > 0 else None
+        start = b - (b + 1) // every if every > 0 else b          # recorded batches before batch b
+        for batch in recorded_batches(records, stage.batch_size, stage.video_every, stage.seed, start):
+            if vq is not None and b % every == every - 1:
+                yield self._vq_batch(processor, vq, stage.vq_mix, stage.seed + 2, b // every)
+                b += 1
+            b += 1
             samples = []
             for r in batch:
                 e = rebuild_example(r, mix, spoken)
@@ -204,9 +234,13 @@ def talker_loss(teacher: TalkerTeacher, batch: list[SpeechSample]) -> tuple[torc
     logits0 = talker.compute_logits(hidden[keep]).float()
     loss0 = F.cross_entropy(logits0, targets[keep])
     acc0 = (logits0.argmax(-1) == targets[keep]).float().mean().item()
-    # code predictor: rows = every frame of every sample
-    h = torch.cat([hidden[b, r["frame_rows"]] for b, r in enumerate(rows)])         # [N, C]
-    codes = torch.cat([r["codes"] for r in rows], 1).T                             # [N, Q]
+    # code predictor: rows = every frame of every sample whose residual codes are targets
+    speaking = [b for b, s in enumerate(batch) if s.residuals]
+    stats = {"c0": round(float(loss0.detach()), 3), "acc0": acc0}
+    if not speaking:
+        return loss0, stats
+    h = torch.cat([hidden[b, rows[b]["frame_rows"]] for b in speaking])             # [N, C]
+    codes = torch.cat([rows[b]["codes"] for b in speaking], 1).T                   # [N, Q]
     predictor = talker.code_predictor
     parts = [h, talker.model.codec_embedding(codes[:, 0])]
     parts += [predictor.embed_code(codes[:, q], q) for q in range(1, codes.shape[1] - 1)]
@@ -219,8 +253,7 @@ def talker_loss(teacher: TalkerTeacher, batch: list[SpeechSample]) -> tuple[torc
         losses.append(F.cross_entropy(logits, codes[:, step + 1]))
         correct.append((logits.argmax(-1) == codes[:, step + 1]).float().mean().item())
     loss_res = torch.stack(losses).mean()
-    return loss0 + loss_res, {"c0": round(float(loss0.detach()), 3), "acc0": acc0, "res": round(float(loss_res.detach()), 3),
-                              "acc_res": sum(correct) / len(correct)}
+    return loss0 + loss_res, {**stats, "res": round(float(loss_res.detach()), 3), "acc_res": sum(correct) / len(correct)}
 
 
 def run_talker_stage(stage: TalkerStage, threads: int = 2) -> TrainState:

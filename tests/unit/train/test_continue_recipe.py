@@ -86,7 +86,7 @@ def test_round_three_ships_the_deeper_config_with_weights_that_answer_as_before(
     shipped = _checkpoint(tiny_assets, tmp_path / "shipped", seed=7)
     work = tmp_path / "work3"
     recipe.seed_work(str(shipped), str(work))
-    deep = recipe.model_assets(str(work), str(shipped))
+    deep = recipe.model_assets(str(work), str(shipped), thinker_layers=recipe.ROUND3_LAYERS)
     assert recipe.deepen_thinker_part(str(work), deep)
     out = tmp_path / "out"
     recipe.finish(str(shipped), str(work), str(out))
@@ -264,3 +264,37 @@ def test_record_keeps_right_answers_or_only_those_the_recogniser_hears(tiny_asse
                     "--count", "100", *keep])
     assert calls[0]["keep"] is right_answer and isinstance(calls[1]["keep"], HeardRightAnswer)
     assert calls[0]["seed"] == calls[1]["seed"] == 101 and calls[0]["count"] == 100
+
+
+def test_talker_vq_every_asks_for_vq_batches_of_the_named_tasks(recording, tmp_path, monkeypatch):
+    recipe, teacher, work, _ = _work_with_recording(recording, tmp_path, monkeypatch, "work10")
+    stages = []
+    monkeypatch.setattr(recipe, "run_talker_stage", lambda stage, threads: stages.append(stage))
+    with pytest.raises(SystemExit, match="run `vq` first"):
+        recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "10", "--vq-every", "2"])
+    recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "10"])
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "10", "--vq-every", "2",
+                "--vq-tasks", "transcribe_digits,exists"])
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "10"])
+    assert stages[0].recorded and stages[0].vq_every == 2
+    assert stages[0].vq_mix == {"transcribe_digits": 1.0, "exists": 1.0}
+    assert stages[1].vq_every == 0 and stages[1].vq_mix == {}
+
+
+def test_round_eleven_grows_the_talker_and_teaches_codebook0_from_the_vq(recording, tmp_path, monkeypatch):
+    recipe, teacher, work, _ = _work_with_recording(recording, tmp_path, monkeypatch, "work11")
+    stages = []
+    monkeypatch.setattr(recipe, "run_talker_stage", lambda stage, threads: stages.append(stage))
+    for part in ("thinker", "adapters"):
+        with pytest.raises(SystemExit, match="only the talker"):
+            recipe.run([part, "--work", str(work), "--assets", str(teacher), "--round", "11"])
+    recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "11"])
+    shallow = len(fresh_model(teacher).talker.model.layers)
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "11"])
+    stage = stages[0]
+    assert stage.assets == str(work / "assets") and stage.recorded
+    assert (stage.vq_every, stage.vq_residuals, stage.vq_mix) == (2, False, recipe.ROUND11_VQ_MIX)
+    assert stage.train.lr == 3e-4
+    grown = fresh_model(stage.assets, work)
+    assert len(grown.talker.model.layers) == recipe.ROUND11_TALKER_LAYERS > shallow
+    assert len(grown.thinker.model.layers) == len(fresh_model(teacher).thinker.model.layers)

@@ -92,3 +92,41 @@ def test_heard_right_answer_keeps_only_right_answers_the_recogniser_hears_word_f
     assert not keep(example, reply("The circle is blue.", clear))                   # a wrong answer
     assert not keep(example, reply("The circle is red.", np.zeros(0, np.float32)))  # nothing said
     assert not keep(example, reply("The circle is red.", speak_answer("The square is green.", "ethan")))
+
+
+def test_vq_every_interleaves_fresh_vq_batches_with_the_recording_and_resumes(recording, tiny_assets, tmp_path):
+    from omnistream.inputs import Processor
+    from omnistream.train.codec import ResidualVQ, frame_features, pad_to_frames
+    from omnistream.train.talker_stage import _SpeechDataset
+
+    teacher, folder, _ = recording
+    cfg = fresh_model(tiny_assets).code2wav.config
+    dim = frame_features(pad_to_frames(np.zeros(4000, np.float32))).shape[1]
+    gen = torch.Generator().manual_seed(0)
+    ResidualVQ(torch.randn(cfg.num_quantizers, cfg.codebook_size, dim, generator=gen), torch.zeros(dim),
+               torch.ones(dim)).save(tmp_path / "rvq.safetensors")
+    stage = TalkerStage(str(teacher), str(tmp_path), TrainConfig(steps=1, out_dir=str(tmp_path / "t")), batch_size=2,
+                        recorded=str(folder), workers=0, vq_every=3, vq_mix={"transcribe_digits": 1.0})
+    recorded_answers = {r.answer for r in load_recording(folder)[0]}
+
+    def answers(start, n):
+        stream = iter(_SpeechDataset(stage, start))
+        return [[tuple(s.answer_ids) for s in next(stream)] for _ in range(n)]
+
+    tokenizer = Processor.from_pretrained(str(teacher)).tokenizer
+    batches = answers(0, 9)
+    for b, batch in enumerate(batches):
+        texts = {tokenizer.decode(list(ids[:-1])).strip() for ids in batch}
+        if b % 3 == 2:                                       # fresh digit strings, coded by the VQ
+            assert all(set(t.split()) <= set(DIGIT_WORDS) for t in texts) and not texts <= recorded_answers
+        else:
+            assert texts <= recorded_answers
+    assert answers(4, 5) == batches[4:9]                     # a resumed stream draws the same batches
+    with pytest.raises(ConfigError, match="vq_every"):
+        TalkerStage(str(teacher), str(tmp_path), stage.train, vq_every=1, recorded=str(folder),
+                    vq_mix={"transcribe_digits": 1.0})
+    with pytest.raises(ConfigError, match="vq_every"):
+        TalkerStage(str(teacher), str(tmp_path), stage.train, vq_every=3, vq_mix={"transcribe_digits": 1.0})
+
+
+DIGIT_WORDS = "zero one two three four five six seven eight nine".split()

@@ -6,6 +6,8 @@ codec frames through `TalkerTeacher` must give logits whose argmax is every code
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,26 @@ def test_talker_loss_decreases(tiny_checkpoint):
         optimizer.step()
     assert float(loss) < 0.5 * first
     assert set(metrics) == {"c0", "acc0", "res", "acc_res"}
+
+
+def test_codebook0_only_samples_give_the_code_predictor_nothing(tiny_checkpoint):
+    processor = Processor.from_pretrained(tiny_checkpoint)
+    teacher = TalkerTeacher(fresh_model(tiny_checkpoint, seed=5), processor)
+    examples = make_examples("train", 2, seed=2, task_mix={"color": 1.0}, spoken_fraction=0.0)
+    gen = torch.Generator().manual_seed(0)
+    samples = [SpeechSample(processor(e.messages), processor.tokenizer.encode(e.answer) + [processor.token_ids.im_end],
+                            torch.randint(0, 32, (2, 12), generator=gen), voice)
+               for e, voice in zip(examples, ("chelsie", "ethan"))]
+    c0_only = dataclasses.replace(samples[1], residuals=False)
+    with torch.no_grad():
+        _, alone = talker_loss(teacher, samples[:1])
+        _, both = talker_loss(teacher, samples)
+        _, mixed = talker_loss(teacher, [samples[0], c0_only])
+        only, none = talker_loss(teacher, [c0_only])
+    # the code predictor's loss is the first sample's alone; codebook 0 still counts both
+    assert mixed["res"] == pytest.approx(alone["res"], abs=2e-3) and both["res"] != pytest.approx(alone["res"], abs=2e-3)
+    assert mixed["c0"] == pytest.approx(both["c0"], abs=1e-3)
+    assert set(none) == {"c0", "acc0"} and float(only) == pytest.approx(none["c0"], abs=1e-3)
 
 
 def test_video_examples_get_batches_of_their_own():
