@@ -314,7 +314,7 @@ def run(argv: list[str]) -> None:
             twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
         targets = args.targets or ("recorded" if args.round >= 4 else "vq")
-        vq_every = args.vq_every or (2 if args.round == 11 else 0)
+        vq_every = args.vq_every or (2 if args.round == 11 and targets == "recorded" else 0)
         vq_mix = ({t: 1.0 for t in args.vq_tasks.split(",")} if args.vq_tasks else
                   ROUND11_VQ_MIX if args.round == 11 else {"transcribe_digits": 1.0}) if vq_every else {}
         if (targets == "vq" or vq_every) and not (Path(args.work) / VQ_FILE).is_file():
@@ -323,6 +323,7 @@ def run(argv: list[str]) -> None:
             steps=args.steps or 4000, lr=args.lr or (3e-4 if args.round == 11 else 5e-4), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
+            task_mix=ROUND11_VQ_MIX if args.round == 11 and targets == "vq" else TALKER_MIX,
             recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else "",
             vq_every=vq_every, vq_mix=vq_mix, vq_residuals=args.round != 11), threads=args.threads)
 

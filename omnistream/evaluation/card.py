@@ -68,6 +68,11 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+def _by_task(result: EvalResult) -> str:
+    ranked = sorted(result.intelligibility_by_task.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{task} {_pct(value)} (n={result.speech_counts.get(task, 0)})" for task, value in ranked)
+
+
 def write_model_card(path: str | Path, result: EvalResult, model: str | None = None) -> Path:
     from omnistream.api import BUILTIN_MODEL
 
@@ -114,6 +119,7 @@ def write_model_card(path: str | Path, result: EvalResult, model: str | None = N
               f"**{_pct(result.intelligibility_wer)}** (target ≤ 15%)"
               + (f"; espeak-ng's own speech of the same answers, same voices: {_pct(result.espeak_intelligibility_wer)}"
                  if result.espeak_intelligibility_wer is not None else ""),
+              *([f"  - by task, worst first: {_by_task(result)}"] if result.intelligibility_by_task else []),
               f"- Real-time factor (wall time / audio duration, median): **{result.real_time_factor:.3f}**"
               if result.real_time_factor is not None else "- Real-time factor: —",
               f"- Time to first audio (median): **{result.time_to_first_audio_ms:.0f} ms**"

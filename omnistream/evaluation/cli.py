@@ -48,6 +48,8 @@ def eval_command(args: argparse.Namespace) -> int:
         print(f"{'intelligibility WER':32s} {result.intelligibility_wer:6.1%}  (n={result.speech_samples})")
         if result.espeak_intelligibility_wer is not None:
             print(f"{'  espeak-ng itself, same answers':32s} {result.espeak_intelligibility_wer:6.1%}")
+        for task, value in result.intelligibility_by_task.items():
+            print(f"{'  ' + task:32s} {value:6.1%}  (n={result.speech_counts[task]})")
         print(f"{'real-time factor':32s} {result.real_time_factor:.3f}")
         print(f"{'time to first audio':32s} {result.time_to_first_audio_ms:.0f} ms")
     if args.json:

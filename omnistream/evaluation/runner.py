@@ -35,6 +35,9 @@ class EvalResult:
     # the recogniser on espeak-ng's own speech of the same answers in the same voices: the floor under the above
     espeak_intelligibility_wer: float | None = None
     speech_samples: int = 0
+    # the same WER over each task's answers, and how many answers each had: where the speech goes wrong
+    intelligibility_by_task: dict[str, float] = field(default_factory=dict)
+    speech_counts: dict[str, int] = field(default_factory=dict)
     real_time_factor: float | None = None
     time_to_first_audio_ms: float | None = None
     text_seconds_per_answer: float | None = None
@@ -105,6 +108,7 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
     recogniser = Recogniser()
     examples = make_examples("test", count, seed + 1, {t: 1.0 for t in TASKS}, spoken_fraction=0.5)
     pairs, espeak_pairs, first_audio, rtf = [], [], [], []
+    by_task: dict[str, list[tuple[str, str]]] = defaultdict(list)
     shown = 0                               # speech-out rows kept as samples
     for e in examples:
         start = time.perf_counter()
@@ -128,11 +132,11 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
         if text.strip():
             espeak_pairs.append((spoken_form(text), recogniser.transcribe(speak_answer(text, e.answer_voice),
                                                                            OUTPUT_SAMPLE_RATE)))
-        if audio.size == 0:
-            pairs.append((spoken_form(text), ""))
-            continue
-        heard = recogniser.transcribe(audio, rate)
+        heard = recogniser.transcribe(audio, rate) if audio.size else ""
         pairs.append((spoken_form(text), heard))
+        by_task[e.task].append(pairs[-1])
+        if audio.size == 0:
+            continue
         first_audio.append(first or wall)
         rtf.append(wall / (audio.size / rate))
         if shown < 20:
@@ -141,6 +145,8 @@ def evaluate_speech(omni: Any, count: int, seed: int, result: EvalResult,
                                     "voice": e.answer_voice})
     result.speech_samples = len(pairs)
     result.intelligibility_wer = wer(pairs)
+    result.intelligibility_by_task = {t: wer(by_task[t]) for t in TASKS if t in by_task}
+    result.speech_counts = {t: len(by_task[t]) for t in result.intelligibility_by_task}
     result.espeak_intelligibility_wer = wer(espeak_pairs) if espeak_pairs else None
     result.real_time_factor = float(np.median(rtf)) if rtf else None
     result.time_to_first_audio_ms = float(np.median(first_audio) * 1000) if first_audio else None

@@ -295,6 +295,10 @@ def test_round_eleven_grows_the_talker_and_teaches_codebook0_from_the_vq(recordi
     assert stage.assets == str(work / "assets") and stage.recorded
     assert (stage.vq_every, stage.vq_residuals, stage.vq_mix) == (2, False, recipe.ROUND11_VQ_MIX)
     assert stage.train.lr == 3e-4
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "11", "--targets", "vq"])
+    every_batch_vq = stages[1]                  # on the VQ alone: its mix, every codebook a target
+    assert not every_batch_vq.recorded and every_batch_vq.vq_every == 0
+    assert every_batch_vq.task_mix == recipe.ROUND11_VQ_MIX
     grown = fresh_model(stage.assets, work)
     assert len(grown.talker.model.layers) == recipe.ROUND11_TALKER_LAYERS > shallow
     assert len(grown.thinker.model.layers) == len(fresh_model(teacher).thinker.model.layers)

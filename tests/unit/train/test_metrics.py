@@ -33,6 +33,8 @@ def test_model_card(tmp_path):
     result = EvalResult(accuracy={"color/text": 1.0, "transcribe_digits/speech": 0.5},
                         counts={"color/text": 4, "transcribe_digits/speech": 2}, transcription_wer=0.1,
                         intelligibility_wer=0.2, espeak_intelligibility_wer=0.02, speech_samples=3, real_time_factor=0.3, time_to_first_audio_ms=120,
+                        intelligibility_by_task={"color": 0.0, "transcribe_digits": 0.5},
+                        speech_counts={"color": 2, "transcribe_digits": 1},
                         text_seconds_per_answer=0.05, config={"seed": 1, "per_task": 4},
                         examples=[{"task": "color/text", "question": "q", "answer": "a", "reply": "a"},
                                   {"task": "color/speech", "question": "q", "answer": "a", "reply": "b",
@@ -40,6 +42,7 @@ def test_model_card(tmp_path):
     text = write_model_card(tmp_path / "card.md", result, str(tmp_path)).read_text()
     assert "| color/text | 100.0% | 4 |" in text and "20.0%" in text and "120 ms" in text
     assert "**20.0%** (target ≤ 15%); espeak-ng's own speech of the same answers, same voices: 2.0%" in text
+    assert "  - by task, worst first: transcribe_digits 50.0% (n=1), color 0.0% (n=2)" in text
     assert "| color/speech | q | a | [thinking: what color] b |" in text
     # the command that reproduces the card is the one that measured it, not eval's defaults
     assert "Reproduce: `omnistream eval --per-task 4 --speech 3 --seed 1 --card docs/model-card.md`" in text
@@ -104,4 +107,7 @@ def test_intelligibility_compares_speech_with_the_answer_not_the_thinking():
     assert result.intelligibility_wer is not None and result.intelligibility_wer <= 0.1
     # it spoke espeak-ng's own audio, so the floor measured beside it is the same figure
     assert result.espeak_intelligibility_wer == result.intelligibility_wer
+    # per task: every answer counted once, each task's WER within the whole's range
+    assert sum(result.speech_counts.values()) == 6 and set(result.speech_counts) == set(result.intelligibility_by_task)
+    assert all(0.0 <= v <= 0.5 for v in result.intelligibility_by_task.values())
     assert all("picture" not in row["answer"] for row in result.examples)
