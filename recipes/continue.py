@@ -72,6 +72,18 @@ answers, keeping the 1,394 right ones pocketsphinx heard word for word), then `t
 against 14.5% on 300 answers), as round 4's 20-minute pass did. Also measured, not shipped (commit 45ce5fb,
 reverted): every second batch fresh digit strings on the recovered VQ's espeak-ng codes, 12 minutes: 18.4%, and
 digits no better (66.5% against 62.6%).
+`--round 11` (sixteenth session, talker only, e.g. `--work runs/cont11v --minutes 78 --threads 2`) grows the talker
+from 2 to 4 layers (train/grow.deepen_talker_part, new layers as exact no-ops) and teaches it again from espeak-ng:
+fresh training answers coded by the recovered VQ, every codebook a target, digit strings weighted (ROUND11_VQ_MIX),
+lr 5e-4. Why: round 10's talker said the first two digits of a string right and then drifted, whatever the
+length (0 of 39 strings of three or more digits exact at seed 99, ~20-28 frames for any length), while a digit
+string it was taught on (VQ codes, teacher-forced) came out 99% right code by code. `--targets recorded` is the
+variant measured first (3e-4): round 10's heard recording with every second batch fresh VQ answers whose
+codebook-0 codes only are targets (TalkerStage.vq_residuals false; the recovered VQ's residual codes are far from
+the talker's own, 21-42% teacher-forced, against 51-73% for codebook 0). After 20 minutes it spoke worse (18.7%
+on 300 answers, digits 65.2%, describe 38.1%) and still 0 of 39 long digit strings exact, so it was stopped:
+its inputs mixed two voices' codes. The pure-VQ run: 22.7% after 20 minutes (digits 48.4%), 14.7% after 45
+(digits 38.1%), RESULT.
 
 The thinker's task mix weights the tasks the shipped model was weakest at (shape_of_color, describe, exists,
 direction, spoken questions, transcription); fresh data seeds so no example repeats the first run's.
@@ -158,8 +170,8 @@ STAGE_NOTES = {
     "talker_adapters10": "round 10: the talker's input projections refitted to the round-10 thinker",
     "talker_cont10": "round 10: on the codes the shipped model spoke for right answers pocketsphinx heard word for "
                      "word, against the round-10 thinker",
-    "talker_cont11": "round 11: talker grown from 2 to 4 layers; every second batch fresh answers on the VQ's "
-                     "codebook-0 codes of espeak-ng speech (digits weighted), the rest round 10's heard recording",
+    "talker_cont11": "round 11: talker grown from 2 to 4 layers, retaught on the recovered VQ's codes of fresh "
+                     "espeak-ng answers (digit strings weighted), against the round-10 thinker",
 }
 ROUND2_NOTE = ("Round 2 (`--round 2`, work folder runs/cont2) continued from the round-1 weights the same way "
                "(thinker lr 1e-3, talker 5e-4, cosine), with every spoken question over a fresh image (a bank of 200 "
@@ -209,12 +221,17 @@ ROUND10_NOTE = ("Round 10 (`--round 10`, runs/cont10) continued round 8's weight
                 "8's: a pass on a recording kept to the answers pocketsphinx heard word for word (1,394 of 2,000) "
                 "made its speech worse (16.3% against 14.5% intelligibility WER on 300 answers), so it was not "
                 "shipped.")
+ROUND11_NOTE = ("Round 11 (`--round 11`, runs/cont11v) grew the talker from 2 to 4 decoder layers (train/grow.py: the "
+                "new layers' attention and expert output projections at zero, so it started as round 8's talker) and "
+                "taught it again from espeak-ng: fresh training answers spoken by espeak-ng in the two output voices "
+                "and coded by the recovered VQ, all four codebooks targets, digit strings weighted 3.0 "
+                "(ROUND11_VQ_MIX), lr 5e-4 on the clock, against the round-10 thinker.")
 ROUND_NOTES = ((CONTINUE_NOTE, {"thinker_cont", "talker_cont"}), (ROUND2_NOTE, {"thinker_cont2", "talker_cont2"}),
                (ROUND3_NOTE, {"thinker_cont3", "talker_cont3"}), (ROUND4_NOTE, {"thinker_cont4", "talker_cont4"}),
                (ADAPTERS_NOTE, {"talker_adapters"}), (ROUND5_NOTE, {"thinker_cont5", "talker_cont5"}),
                (ROUND6_NOTE, {"thinker_cont6", "talker_cont6"}), (ROUND7_NOTE, {"thinker_cont7", "talker_cont7"}),
                (ROUND8_NOTE, {"thinker_cont8", "talker_cont8"}),
-               (ROUND10_NOTE, {"thinker_cont10", "talker_adapters10"}))
+               (ROUND10_NOTE, {"thinker_cont10", "talker_adapters10"}), (ROUND11_NOTE, {"talker_cont11"}))
 TWIN_WEIGHT = 1.0
 ADAPTERS_FILE = "talker_adapters.json"     # the refit's row for training.json, written by `adapters`
 RECORDING = "talker_codes"      # `record`: the checkpoint's own spoken answers, the talker's targets from round 4 on
@@ -313,14 +330,14 @@ def run(argv: list[str]) -> None:
             question_clips=200 if fresh_data else 0, loss_per_example=args.round >= 3,
             twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
-        targets = args.targets or ("recorded" if args.round >= 4 else "vq")
+        targets = args.targets or ("recorded" if 4 <= args.round <= 10 else "vq")
         vq_every = args.vq_every or (2 if args.round == 11 and targets == "recorded" else 0)
         vq_mix = ({t: 1.0 for t in args.vq_tasks.split(",")} if args.vq_tasks else
                   ROUND11_VQ_MIX if args.round == 11 else {"transcribe_digits": 1.0}) if vq_every else {}
         if (targets == "vq" or vq_every) and not (Path(args.work) / VQ_FILE).is_file():
             raise SystemExit(f"talker: no {VQ_FILE} in {args.work} for the VQ's targets; run `vq` first")
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
-            steps=args.steps or 4000, lr=args.lr or (3e-4 if args.round == 11 else 5e-4), warmup=50, ckpt_every=100,
+            steps=args.steps or 4000, lr=args.lr or (3e-4 if args.round == 11 and targets == "recorded" else 5e-4), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
             task_mix=ROUND11_VQ_MIX if args.round == 11 and targets == "vq" else TALKER_MIX,

@@ -281,7 +281,7 @@ def test_talker_vq_every_asks_for_vq_batches_of_the_named_tasks(recording, tmp_p
     assert stages[1].vq_every == 0 and stages[1].vq_mix == {}
 
 
-def test_round_eleven_grows_the_talker_and_teaches_codebook0_from_the_vq(recording, tmp_path, monkeypatch):
+def test_round_eleven_grows_the_talker_and_reteaches_it_from_the_vq(recording, tmp_path, monkeypatch):
     recipe, teacher, work, _ = _work_with_recording(recording, tmp_path, monkeypatch, "work11")
     stages = []
     monkeypatch.setattr(recipe, "run_talker_stage", lambda stage, threads: stages.append(stage))
@@ -290,15 +290,15 @@ def test_round_eleven_grows_the_talker_and_teaches_codebook0_from_the_vq(recordi
             recipe.run([part, "--work", str(work), "--assets", str(teacher), "--round", "11"])
     recipe.run(["vq", "--work", str(work), "--assets", str(teacher), "--round", "11"])
     shallow = len(fresh_model(teacher).talker.model.layers)
-    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "11"])
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "11", "--targets", "recorded"])
     stage = stages[0]
     assert stage.assets == str(work / "assets") and stage.recorded
     assert (stage.vq_every, stage.vq_residuals, stage.vq_mix) == (2, False, recipe.ROUND11_VQ_MIX)
     assert stage.train.lr == 3e-4
-    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "11", "--targets", "vq"])
+    recipe.run(["talker", "--work", str(work), "--assets", str(teacher), "--round", "11"])
     every_batch_vq = stages[1]                  # on the VQ alone: its mix, every codebook a target
     assert not every_batch_vq.recorded and every_batch_vq.vq_every == 0
-    assert every_batch_vq.task_mix == recipe.ROUND11_VQ_MIX
+    assert every_batch_vq.task_mix == recipe.ROUND11_VQ_MIX and every_batch_vq.train.lr == 5e-4
     grown = fresh_model(stage.assets, work)
     assert len(grown.talker.model.layers) == recipe.ROUND11_TALKER_LAYERS > shallow
     assert len(grown.thinker.model.layers) == len(fresh_model(teacher).thinker.model.layers)
