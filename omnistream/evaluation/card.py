@@ -45,8 +45,9 @@ def _numel(shape: Any) -> int:
 
 
 def _rounds(training: dict) -> list[int]:
-    """Continuation rounds in a training summary: stage thinker_cont is round 1, thinker_contN round N."""
-    found = (re.fullmatch(r"thinker_cont(\d*)", s.get("name", "")) for s in training.get("stages", []))
+    """Continuation rounds in a training summary: stage thinker_cont or talker_cont is round 1, thinker_contN or
+    talker_contN round N (round 11 trained only the talker)."""
+    found = (re.fullmatch(r"(?:thinker|talker)_cont(\d*)", s.get("name", "")) for s in training.get("stages", []))
     return sorted({int(m.group(1) or 1) for m in found if m})
 
 

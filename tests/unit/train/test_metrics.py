@@ -52,14 +52,14 @@ def test_model_card_names_the_rounds_and_keeps_the_hand_written_history(tmp_path
     from omnistream.evaluation.card import HISTORY_BEGIN, HISTORY_END, write_model_card
 
     stages = [{"name": n, "steps": 1, "minutes": 1.0, "loss": 0.1} for n in
-              ("thinker_joint", "thinker_cont", "talker_cont", "thinker_cont2", "thinker_cont3")]
+              ("thinker_joint", "thinker_cont", "talker_cont", "thinker_cont2", "thinker_cont3", "talker_cont4")]
     (tmp_path / "training.json").write_text(json.dumps({"stages": stages, "notes": "n"}))
     card = tmp_path / "card.md"
     card.write_text(f"# old card\n\n{HISTORY_BEGIN}\n### Round 3\n| a | b |\n{HISTORY_END}\n\n## Evaluation\nold\n")
     result = EvalResult(accuracy={"color/text": 0.5}, counts={"color/text": 2}, config={"seed": 1, "per_task": 2})
     text = write_model_card(card, result, str(tmp_path)).read_text()
-    assert "`recipes/continue.py` rounds 1, 2 and 3" in text
-    assert "`--round 1`, then `--round 2`, then `--round 3`" in text
+    assert "`recipes/continue.py` rounds 1, 2, 3 and 4" in text            # round 4 trained only the talker
+    assert "`--round 1`, then `--round 2`, then `--round 3`, then `--round 4`" in text
     assert text.count("### Round 3") == 1 and text.index("### Round 3") < text.index("## Evaluation")
     assert "old\n" not in text and "| color/text | 50.0% | 2 |" in text
 
