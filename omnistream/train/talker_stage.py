@@ -63,6 +63,8 @@ class TalkerStage:
     # False: those batches teach codebook 0 only and the code predictor learns from the recording alone. A VQ read
     # back from Code2Wav (train/vq_recovery.py) gives codebook-0 codes near the talker's own (teacher-forced
     # accuracy 51-73%) but residual codes far from them (21-42%), so its residuals would teach another voice.
+    # Measured in round 11 (recipes/continue.py): mixed this way the talker still lost long digit strings; taught
+    # on the VQ's codes alone (no recording), it followed them.
     vq_residuals: bool = True
 
     def __post_init__(self) -> None:
