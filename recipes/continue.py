@@ -129,8 +129,8 @@ ROUND9_MIX = {**ROUND8_MIX, "count": 1.2, "describe": 5.0, "direction": 1.0}
 # round 10: most of describe's weight on scenes of four shapes (synth.tasks.TRAINING_VARIANTS), its misses' home
 ROUND10_MIX = {**ROUND8_MIX, "describe": 1.5, "describe_crowded": 3.0, "direction": 1.5}
 ROUND3_LAYERS = 4
-# round 11: the talker grown from 2 to 4 layers; every second batch fresh examples on the VQ's codebook-0 codes of
-# espeak-ng speech, weighted to the digit strings whose words the 2-layer talker lost after the second
+# round 11: the talker grown from 2 to 4 layers and retaught on the VQ's codes of fresh espeak-ng answers, weighted
+# to the digit strings whose words the 2-layer talker lost after the second
 ROUND11_TALKER_LAYERS = 4
 ROUND11_VQ_MIX = {**TALKER_MIX, "transcribe_digits": 3.0, "transcribe_sentence": 1.2}
 ROUND2_MIX = {"color": 0.6, "count": 1.2, "shape_of_color": 0.6, "exists": 1.4, "describe": 1.6,
@@ -332,18 +332,20 @@ def run(argv: list[str]) -> None:
             twin_weight=args.twin_weight if 4 <= args.round <= 5 else 0.0, think_spoken=think), threads=args.threads)
     else:
         targets = args.targets or ("recorded" if 4 <= args.round <= 10 else "vq")
-        vq_every = args.vq_every or (2 if args.round == 11 and targets == "recorded" else 0)
+        round11 = args.round == 11
+        mixed11 = round11 and targets == "recorded"       # round 11's first variant: recording + VQ codebook 0
+        vq_every = args.vq_every or (2 if mixed11 else 0)
         vq_mix = ({t: 1.0 for t in args.vq_tasks.split(",")} if args.vq_tasks else
-                  ROUND11_VQ_MIX if args.round == 11 else {"transcribe_digits": 1.0}) if vq_every else {}
+                  ROUND11_VQ_MIX if round11 else {"transcribe_digits": 1.0}) if vq_every else {}
         if (targets == "vq" or vq_every) and not (Path(args.work) / VQ_FILE).is_file():
             raise SystemExit(f"talker: no {VQ_FILE} in {args.work} for the VQ's targets; run `vq` first")
         run_talker_stage(TalkerStage(assets, args.work, TrainConfig(
-            steps=args.steps or 4000, lr=args.lr or (3e-4 if args.round == 11 and targets == "recorded" else 5e-4), warmup=50, ckpt_every=100,
+            steps=args.steps or 4000, lr=args.lr or (3e-4 if mixed11 else 5e-4), warmup=50, ckpt_every=100,
             out_dir=f"{args.work}/talker_cont{suffix}", max_minutes=args.minutes, time_schedule=args.round >= 4),
             batch_size=8, seed=7 + 10 * (args.round - 1),
-            task_mix=ROUND11_VQ_MIX if args.round == 11 and targets == "vq" else TALKER_MIX,
+            task_mix=ROUND11_VQ_MIX if round11 and targets == "vq" else TALKER_MIX,
             recorded=str(Path(args.work) / RECORDING) if targets == "recorded" else "",
-            vq_every=vq_every, vq_mix=vq_mix, vq_residuals=args.round != 11), threads=args.threads)
+            vq_every=vq_every, vq_mix=vq_mix, vq_residuals=not round11), threads=args.threads)
 
 
 def refit_adapters(checkpoint: str, assets: str, work: str, prompts: int, name: str = "talker_adapters") -> None:

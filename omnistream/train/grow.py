@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from omnistream.train.parts import ASSET_FILES, fresh_model, save_part
 
-# A layer's writes into the residual stream: the thinker's experts are one fused tensor (`experts.down_proj`),
-# the talker's are modules (`experts.0.down_proj.weight`) beside a shared expert (`shared_expert.down_proj.weight`).
+# A layer's writes into the residual stream: attention's o_proj, the stacked experts' `experts.down_proj` (one
+# tensor, thinker and talker alike) and, in the talker, the shared expert's `shared_expert.down_proj.weight`.
 ZERO_WRITES = ("self_attn.o_proj.weight", "down_proj", "down_proj.weight")
 
 
